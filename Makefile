@@ -1,0 +1,29 @@
+# Two commands set everything up: `make run` and `make test`. Both create or refresh .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The torch build this project is tested with; override e.g. TORCH_SPEC="torch torchvision".
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SHARED_DATA := $(abspath ../shared/data)
+
+.PHONY: run test demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Until the service lands (issue 4), `make run` trains a small model on real digits and
+# audits it end to end through the CLI.
+run: $(STAMP)
+	$(VENV)/bin/robustness demo --out-dir out/demo
+
+test: $(STAMP)
+	ROBUSTNESS_TEST_DATA_ROOT=$${ROBUSTNESS_TEST_DATA_ROOT:-$(SHARED_DATA)} \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,88 @@
+"""Threat models: an Lp ball of radius ε around x, intersected with the input box [0, 1].
+
+PGD is written once against this interface (random start, ascent step, projection), so every
+norm shares one loop. Clamping x + δ into [0, 1] only shrinks |δ_i|, so a projected-then-clamped
+δ stays inside the ball.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _per_example(v: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-example vector [B] so it broadcasts over [B, C, H, W]."""
+    return v.view(v.shape[0], 1, 1, 1)
+
+
+def flat_norm(delta: torch.Tensor, p: float) -> torch.Tensor:
+    return delta.flatten(1).norm(p=p, dim=1)
+
+
+class ThreatModel:
+    norm: str
+
+    def __init__(self, eps: float):
+        self.eps = float(eps)
+
+    def random_init(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+        """The ascent step for a gradient: steepest direction of this norm, scaled."""
+        raise NotImplementedError
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def size(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per-example size of a perturbation in this norm."""
+        raise NotImplementedError
+
+    def clip(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Project onto the ball, then into the input box; returns the valid δ."""
+        return (x + self.project(delta)).clamp_(0.0, 1.0) - x
+
+
+class LinfBall(ThreatModel):
+    norm = "linf"
+
+    def random_init(self, x, generator):
+        u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+        return (2 * u - 1) * self.eps
+
+    def step(self, grad, step_size):
+        return step_size * grad.sign()
+
+    def project(self, delta):
+        return delta.clamp(-self.eps, self.eps)
+
+    def size(self, delta):
+        return flat_norm(delta, float("inf"))
+
+
+class L2Ball(ThreatModel):
+    norm = "l2"
+
+    def random_init(self, x, generator):
+        # Uniform direction, radius uniform in [0, ε]: cheap and covers the ball's interior.
+        g = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+        r = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+        return g / _per_example(flat_norm(g, 2).clamp_min(1e-12)) * _per_example(r * self.eps)
+
+    def step(self, grad, step_size):
+        return step_size * grad / _per_example(flat_norm(grad, 2).clamp_min(1e-12))
+
+    def project(self, delta):
+        n = flat_norm(delta, 2)
+        return delta * _per_example((self.eps / n.clamp_min(1e-12)).clamp(max=1.0))
+
+    def size(self, delta):
+        return flat_norm(delta, 2)
+
+
+THREAT_MODELS = {"linf": LinfBall, "l2": L2Ball}
+
+
+def threat_model(norm: str, eps: float) -> ThreatModel:
+    return THREAT_MODELS[norm](eps)

@@ -1,0 +1,149 @@
+"""`robustness` command line: `audit` now; `train`, `serve` and `worker` join it later.
+
+Exit codes: 0 done (gate passed or absent), 1 the report's gate failed, 2 bad input (spec,
+model, data), with one line on stderr saying what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from robustness.errors import RobustnessError, SpecError
+
+
+def _read_json(path: str, what: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{what} file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{what} file {path} is not valid JSON: {exc}") from None
+
+
+def _metadata(args):
+    from robustness.models import ModelMetadata
+    from robustness.spec import format_validation_error
+    from pydantic import ValidationError
+
+    path = args.metadata
+    sidecar = Path(args.model).with_suffix(".json")
+    if path is None and sidecar.is_file():
+        path = str(sidecar)
+    raw = _read_json(path, "metadata") if path else {}
+    raw = raw.get("metadata", raw)  # a model card carries its metadata under "metadata"
+    for key in ("architecture", "num_classes"):
+        if getattr(args, key) is not None:
+            raw[key] = getattr(args, key)
+    try:
+        return ModelMetadata.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"metadata: {format_validation_error(exc)}") from None
+
+
+class _Bar:
+    """tqdm over the sweep's units (attack × ε × batch), on stderr."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        self.enabled = enabled
+
+    def __call__(self, done: int, total: int, phase: str):
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
+        self.bar.set_description(phase, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def summary_lines(report: dict) -> list[str]:
+    clean = report["clean"]
+    lines = [f"clean accuracy {clean['accuracy']:.4f} (n={len(report['examples']['index'])})",
+             f"{'attack':<14}{'norm':<6}{'ε':>8}{'accuracy':>10}{'success':>9}"
+             f"{'conf|err':>10}{'silent@0.9':>11}"]
+    for r in report["results"]:
+        conf = r["mean_confidence_on_errors"]
+        silent = r["silent_error_rate"].get("0.9")
+        lines.append(f"{r['label']:<14}{r['norm']:<6}{r['epsilon']:>8g}{r['accuracy']:>10.4f}"
+                     f"{(r['attack_success_rate'] or 0):>9.4f}"
+                     f"{conf if conf is None else format(conf, '.4f'):>10}"
+                     f"{'-' if silent is None else format(silent, '.4f'):>11}")
+    if "gate" in report:
+        lines.append("gate: " + ("passed" if report["gate"]["passed"] else
+                                 f"FAILED {json.dumps(report['gate']['failed'])}"))
+    return lines
+
+
+def cmd_audit(args) -> int:
+    from robustness.audit import audit_model_file
+    from robustness.spec import parse_audit_spec
+
+    spec = parse_audit_spec(_read_json(args.spec, "spec"))
+    bar = _Bar(enabled=not args.quiet)
+    try:
+        result = audit_model_file(spec, args.model, _metadata(args), data_root=args.data_root,
+                                  device=args.device, progress=bar,
+                                  collect_adversarial=bool(args.adversarial_out))
+    finally:
+        bar.close()
+    report = result.report
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report))
+    if args.adversarial_out:
+        from robustness.evaluation.export import save_adversarial
+        save_adversarial(result, report, args.adversarial_out)
+    if not args.quiet:
+        print("\n".join(summary_lines(report)), file=sys.stderr)
+        print(f"report written to {out}", file=sys.stderr)
+    return 1 if "gate" in report and not report["gate"]["passed"] else 0
+
+
+def cmd_demo(args) -> int:
+    from robustness.demo import run_demo
+    return run_demo(Path(args.out_dir), device=args.device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustness", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    audit = sub.add_parser("audit", help="ε-sweep audit of a model file; writes a JSON report")
+    audit.add_argument("--spec", required=True, help="audit spec JSON (keys of POST /v1/audits)")
+    audit.add_argument("--model", required=True, help="safetensors, .pt2, TorchScript or .pt")
+    audit.add_argument("--metadata", help="model metadata JSON (keys of POST /v1/models); "
+                       "default: the model file's .json sidecar if present")
+    audit.add_argument("--architecture", help="registry name, for weights-only formats")
+    audit.add_argument("--num-classes", dest="num_classes", type=int)
+    audit.add_argument("--data-root", help="where data sets are (default $ROBUSTNESS_DATA_ROOT)")
+    audit.add_argument("--out", default="report.json", help="report path (default report.json)")
+    audit.add_argument("--adversarial-out", help="also save the adversarial examples "
+                       "(.safetensors or .npz)")
+    audit.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
+    audit.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    audit.set_defaults(func=cmd_audit)
+    demo = sub.add_parser("demo", help="train a small model on scikit-learn's digits and audit it")
+    demo.add_argument("--out-dir", default="out/demo")
+    demo.add_argument("--device", default="auto")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RobustnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The ε-sweep: every attack of a spec at every ε of its grid, batch by batch.
+
+Batches are the outer loop so memory stays one batch of adversarials whatever n is. Within a
+batch, a bounded attack's ε grid runs in ascending order and an adversarial found at a smaller
+ε is carried to every larger one (it lies inside the larger ball too), so robust accuracy never
+rises with ε because of attack noise. Minimum-norm attacks run once per batch and are
+thresholded at each ε.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from robustness.attacks import bounded_attack, minimum_norm_attack
+from robustness.devices import pick_device
+from robustness.errors import SpecError
+from robustness.evaluation.metrics import Records
+from robustness.evaluation.report import build_report
+from robustness.spec import AuditSpec
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class SweepRecords:
+    """Everything the report is built from, per example, on the CPU."""
+
+    clean: Records
+    adversarial: dict[tuple[str, float], Records]
+    minimal_norm: dict[str, torch.Tensor]
+    seconds: dict[str, float]
+
+
+@dataclass
+class AuditResult:
+    report: dict
+    # (attack label, ε) -> adversarial inputs on the CPU, when asked for.
+    adversarial: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
+
+
+def check_against_data(spec: AuditSpec, x: torch.Tensor) -> None:
+    """Checks that need the input size: an L2 radius beyond the box's diameter is a typo."""
+    diameter = float(x[0].numel()) ** 0.5
+    for i, attack in enumerate(spec.attacks):
+        if attack.norm == "l2":
+            too_big = [e for e in spec.grid(attack) if e > diameter]
+            if too_big:
+                raise SpecError(f"attacks[{i}].epsilons: L2 ε={too_big[0]} exceeds the largest "
+                                f"L2 distance in [0,1]^{x[0].numel()} ({diameter:.4g})")
+
+
+def run_audit(model, data, spec: AuditSpec, *, device=None, progress: Progress | None = None,
+              collect_adversarial: bool = False, model_info: dict | None = None) -> AuditResult:
+    """Audit `model` (inputs in [0,1], logits out) on `data` (x, y, indices, description)."""
+    check_against_data(spec, data.x)
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    started = time.perf_counter()
+    labels = spec.attack_labels()
+    units_per_batch = sum(1 if a.minimum_norm else len(spec.grid(a)) for a in spec.attacks)
+    n = data.x.shape[0]
+    batches = [(s, min(s + spec.batch_size, n)) for s in range(0, n, spec.batch_size)]
+    total, done = len(batches) * units_per_batch, 0
+    generator = torch.Generator().manual_seed(spec.seed)
+    clean_parts: list[Records] = []
+    adv_parts: dict[tuple[str, float], list[Records]] = defaultdict(list)
+    adv_inputs: dict[tuple[str, float], list[torch.Tensor]] = defaultdict(list)
+    norm_parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+    seconds: dict[str, float] = defaultdict(float)
+
+    def tick(phase: str):
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total, phase)
+
+    def keep(label, eps, rec: Records, xb_adv):
+        adv_parts[(label, eps)].append(rec.to("cpu"))
+        if collect_adversarial:
+            adv_inputs[(label, eps)].append(xb_adv.detach().cpu())
+
+    for b, (lo, hi) in enumerate(batches):
+        xb = data.x[lo:hi].to(device)
+        yb = data.y[lo:hi].to(device)
+        with torch.no_grad():
+            clean_logits = model(xb)
+        clean = Records.from_logits(clean_logits, yb, xb, xb, spec.top_k)
+        clean_parts.append(clean.to("cpu"))
+        for attack, label in zip(spec.attacks, labels):
+            t0 = time.perf_counter()
+            where = f"{label} batch {b + 1}/{len(batches)}"
+            if attack.minimum_norm:
+                x_min, found = minimum_norm_attack(attack, model, xb, yb, clean_logits=clean_logits)
+                with torch.no_grad():
+                    found_rec = Records.from_logits(model(x_min), yb, x_min, xb, spec.top_k)
+                size = (found_rec.l2 if attack.norm == "l2" else found_rec.linf).clone()
+                size[~found] = float("inf")
+                size[clean.pred != yb] = 0.0
+                norm_parts[label].append(size.cpu())
+                for eps in spec.grid(attack):
+                    broken = (size <= eps) & found
+                    keep(label, eps, found_rec.select(broken, clean),
+                         torch.where(broken.view(-1, 1, 1, 1), x_min, xb))
+                tick(where)
+            else:
+                prev_x, prev = xb, clean
+                for eps in spec.grid(attack):
+                    if eps == 0:
+                        x_adv, rec = xb, clean
+                    else:
+                        x_adv = bounded_attack(attack, model, xb, yb, eps, generator=generator,
+                                               clean_logits=clean_logits)
+                        with torch.no_grad():
+                            rec = Records.from_logits(model(x_adv), yb, x_adv, xb, spec.top_k)
+                        carry = (prev.pred != yb) & (rec.pred == yb)
+                        rec = prev.select(carry, rec)
+                        x_adv = torch.where(carry.view(-1, 1, 1, 1), prev_x, x_adv)
+                    keep(label, eps, rec, x_adv)
+                    prev_x, prev = x_adv, rec
+                    tick(f"{where} ε={eps:g}")
+            seconds[label] += time.perf_counter() - t0
+
+    records = SweepRecords(
+        clean=Records.cat(clean_parts),
+        adversarial={k: Records.cat(v) for k, v in adv_parts.items()},
+        minimal_norm={k: torch.cat(v) for k, v in norm_parts.items()},
+        seconds=dict(seconds))
+    report = build_report(spec, data, records, device=device, model_info=model_info or {},
+                          seconds=time.perf_counter() - started)
+    adversarial = {k: torch.cat(v) for k, v in adv_inputs.items()}
+    return AuditResult(report=report, adversarial=adversarial)

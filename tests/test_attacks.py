@@ -1,0 +1,120 @@
+"""Attacks on a real model and real digits: perturbation bounds, strength ordering, and the
+threat-model geometry PGD relies on."""
+
+import pytest
+import torch
+
+from robustness.attacks import (L2Ball, LinfBall, bounded_attack, carlini_wagner_l2, deepfool,
+                                minimum_norm_attack)
+from robustness.spec import parse_audit_spec
+from tests.conftest import accuracy
+
+
+def _attack_spec(attack: dict):
+    return parse_audit_spec({"dataset": {"name": "digits"}, "attacks": [attack],
+                             "epsilons": [0.1]}).attacks[0]
+
+
+@pytest.mark.parametrize("threat_cls,eps", [(LinfBall, 0.1), (L2Ball, 1.5)])
+def test_threat_model_random_init_and_projection_stay_in_ball(threat_cls, eps):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 8, 8, generator=g)
+    threat = threat_cls(eps)
+    delta = threat.clip(x, threat.random_init(x, g))
+    assert (threat.size(delta) <= eps + 1e-6).all()
+    assert ((x + delta) >= 0).all() and ((x + delta) <= 1).all()
+    big = threat.clip(x, torch.randn(x.shape, generator=g) * 10)
+    assert (threat.size(big) <= eps + 1e-6).all()
+    # Projection of a point far outside lands on the sphere for L2 (before the box clamp).
+    if threat_cls is L2Ball:
+        far = threat.project(torch.randn(x.shape, generator=g) * 10)
+        assert torch.allclose(threat.size(far), torch.full((64,), eps), atol=1e-5)
+
+
+@pytest.mark.parametrize("attack,eps", [
+    ({"name": "fgsm"}, 0.1), ({"name": "fgsm", "norm": "l2"}, 1.0),
+    ({"name": "pgd", "steps": 10, "restarts": 2}, 0.1),
+    ({"name": "pgd", "norm": "l2", "steps": 10, "restarts": 2}, 1.0),
+    ({"name": "pgd", "steps": 10, "loss": "margin"}, 0.1),
+    ({"name": "pgd", "steps": 10, "random_start": False, "step_size": 0.5}, 0.1),
+])
+def test_bounded_attacks_stay_within_eps_and_input_range(digits_model, digits, attack, eps):
+    _, test = digits
+    spec = _attack_spec(attack)
+    x, y = test.x[:200], test.y[:200]
+    adv = bounded_attack(spec, digits_model, x, y, eps, generator=torch.Generator().manual_seed(0))
+    delta = (adv - x).flatten(1)
+    size = delta.abs().amax(1) if spec.norm == "linf" else delta.norm(dim=1)
+    assert (size <= eps + 1e-5).all(), float(size.max())
+    assert adv.min() >= 0 and adv.max() <= 1
+    # The attack must actually hurt: at these radii the clean ~0.95 falls well below 0.8.
+    assert accuracy(digits_model, adv, y) < accuracy(digits_model, x, y) - 0.15
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm_and_restarts_help_or_tie(digits_model, digits):
+    _, test = digits
+    x, y = test.x, test.y
+    g = torch.Generator().manual_seed(0)
+    fgsm_acc = accuracy(digits_model, bounded_attack(_attack_spec({"name": "fgsm"}),
+                                                     digits_model, x, y, 0.1), y)
+    pgd1 = accuracy(digits_model, bounded_attack(_attack_spec({"name": "pgd", "steps": 20}),
+                                                 digits_model, x, y, 0.1, generator=g), y)
+    pgd3 = accuracy(digits_model, bounded_attack(
+        _attack_spec({"name": "pgd", "steps": 20, "restarts": 3}), digits_model, x, y, 0.1,
+        generator=torch.Generator().manual_seed(0)), y)
+    assert pgd1 <= fgsm_acc
+    assert pgd3 <= pgd1
+    assert pgd1 < 0.75  # ε=0.1 on 8×8 digits (clean ~0.95)
+
+
+def test_pgd_keeps_the_most_confident_error_it_visited(digits_model, digits):
+    """Best-iterate tracking: margin of the returned point ≥ margin of the last iterate."""
+    from robustness.attacks.losses import margin
+    from robustness.attacks.pgd import pgd
+
+    _, test = digits
+    x, y = test.x[:100], test.y[:100]
+    best = pgd(digits_model, x, y, LinfBall(0.1), steps=15, step_size=0.02,
+               generator=torch.Generator().manual_seed(1))
+    clean_m = margin(digits_model(x), y)
+    best_m = margin(digits_model(best), y)
+    assert (best_m >= clean_m - 1e-5).all()
+
+
+def test_cw_and_deepfool_find_small_l2_adversarials_in_range(digits_model, digits):
+    _, test = digits
+    x, y = test.x[:200], test.y[:200]
+    keep = digits_model(x).argmax(1) == y
+    x, y = x[keep], y[keep]
+    cw_x, cw_found = carlini_wagner_l2(digits_model, x, y, steps=100, binary_search_steps=4)
+    df_x, df_found = deepfool(digits_model, x, y)
+    for adv, found in ((cw_x, cw_found), (df_x, df_found)):
+        assert adv.min() >= 0 and adv.max() <= 1
+        assert found.float().mean() >= 0.95
+        assert (digits_model(adv).argmax(1)[found] != y[found]).all()
+        assert torch.equal(adv[~found], x[~found])
+    cw_l2 = (cw_x - x).flatten(1).norm(dim=1)[cw_found].mean()
+    pgd_l2 = bounded_attack(_attack_spec({"name": "pgd", "norm": "l2", "steps": 20}),
+                            digits_model, x, y, float(cw_l2))
+    # At the CW mean norm, PGD-L2 breaks fewer than CW does (CW spends its norm where needed).
+    assert accuracy(digits_model, pgd_l2, y) > 1 - cw_found.float().mean()
+
+
+def test_cw_confidence_kappa_enforces_a_logit_margin(digits_model, digits):
+    from robustness.attacks.losses import margin
+
+    _, test = digits
+    x, y = test.x[:64], test.y[:64]
+    adv, found = carlini_wagner_l2(digits_model, x, y, steps=100, binary_search_steps=4,
+                                   confidence=5.0)
+    assert found.any()
+    assert (margin(digits_model(adv[found]), y[found]) >= 5.0 - 1e-4).all()
+
+
+def test_minimum_norm_attack_dispatch_uses_spec_hyperparameters(digits_model, digits):
+    _, test = digits
+    x, y = test.x[:32], test.y[:32]
+    spec = _attack_spec({"name": "deepfool", "steps": 1, "overshoot": 0.0})
+    adv, found = minimum_norm_attack(spec, digits_model, x, y)
+    adv50, found50 = minimum_norm_attack(_attack_spec({"name": "deepfool"}), digits_model, x, y)
+    assert found.sum() < found50.sum()  # one linearization step fools fewer than fifty
