@@ -24,9 +24,10 @@ def _read_json(path: str, what: str) -> dict:
 
 
 def _metadata(args):
+    from pydantic import ValidationError
+
     from robustness.models import ModelMetadata
     from robustness.spec import format_validation_error
-    from pydantic import ValidationError
 
     path = args.metadata
     sidecar = Path(args.model).with_suffix(".json")
@@ -67,8 +68,8 @@ class _Bar:
 def summary_lines(report: dict) -> list[str]:
     clean = report["clean"]
     lines = [f"clean accuracy {clean['accuracy']:.4f} (n={len(report['examples']['index'])})",
-             f"{'attack':<14}{'norm':<6}{'ε':>8}{'accuracy':>10}{'success':>9}"
-             f"{'conf|err':>10}{'silent@0.9':>11}"]
+             (f"{'attack':<14}{'norm':<6}{'ε':>8}{'accuracy':>10}{'success':>9}"
+              f"{'conf|err':>10}{'silent@0.9':>11}")]
     for r in report["results"]:
         conf = r["mean_confidence_on_errors"]
         silent = r["silent_error_rate"].get("0.9")

@@ -4,8 +4,14 @@ threat-model geometry PGD relies on."""
 import pytest
 import torch
 
-from robustness.attacks import (L2Ball, LinfBall, bounded_attack, carlini_wagner_l2, deepfool,
-                                minimum_norm_attack)
+from robustness.attacks import (
+    L2Ball,
+    LinfBall,
+    bounded_attack,
+    carlini_wagner_l2,
+    deepfool,
+    minimum_norm_attack,
+)
 from robustness.spec import parse_audit_spec
 from tests.conftest import accuracy
 
@@ -115,6 +121,6 @@ def test_minimum_norm_attack_dispatch_uses_spec_hyperparameters(digits_model, di
     _, test = digits
     x, y = test.x[:32], test.y[:32]
     spec = _attack_spec({"name": "deepfool", "steps": 1, "overshoot": 0.0})
-    adv, found = minimum_norm_attack(spec, digits_model, x, y)
-    adv50, found50 = minimum_norm_attack(_attack_spec({"name": "deepfool"}), digits_model, x, y)
+    _, found = minimum_norm_attack(spec, digits_model, x, y)
+    _, found50 = minimum_norm_attack(_attack_spec({"name": "deepfool"}), digits_model, x, y)
     assert found.sum() < found50.sum()  # one linearization step fools fewer than fifty

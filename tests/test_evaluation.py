@@ -62,7 +62,7 @@ def test_report_has_the_contract_keys_and_is_json(audited):
 
 
 def test_aggregates_match_the_per_example_columns(audited):
-    _, data, result, _ = audited
+    _, _, result, _ = audited
     report = result.report
     y = torch.tensor(report["examples"]["label"])
     clean_pred = torch.tensor(report["examples"]["clean"]["pred"])

@@ -76,7 +76,7 @@ def test_l2_attacks_cw_beats_pgd_l2_on_norm_and_matches_torchattacks(mnist_model
         "dataset": {"name": "mnist", "split": "test", "n": n},
         "attacks": [{"name": "cw", "steps": 100, "binary_search_steps": 3},
                     {"name": "pgd", "norm": "l2", "steps": 40}],
-        "epsilons": [0.0, 1.0, 1.5, 2.0, 2.5, 3.0], "seed": 0})
+        "epsilons": [0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0], "seed": 0})
     data = mnist_test
     sub = type(data)(**{**data.__dict__, "x": data.x[:n], "y": data.y[:n],
                         "indices": data.indices[:n]})

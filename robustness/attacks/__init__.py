@@ -11,8 +11,19 @@ from robustness.attacks.fgsm import fgsm
 from robustness.attacks.pgd import pgd
 from robustness.attacks.threat import L2Ball, LinfBall, ThreatModel, threat_model
 
-__all__ = ["carlini_wagner_l2", "deepfool", "fgsm", "pgd", "threat_model", "ThreatModel",
-           "LinfBall", "L2Ball", "pgd_step_size", "bounded_attack", "minimum_norm_attack"]
+__all__ = [
+    "L2Ball",
+    "LinfBall",
+    "ThreatModel",
+    "bounded_attack",
+    "carlini_wagner_l2",
+    "deepfool",
+    "fgsm",
+    "minimum_norm_attack",
+    "pgd",
+    "pgd_step_size",
+    "threat_model",
+]
 
 
 def pgd_step_size(spec, eps: float) -> float:
