@@ -75,7 +75,7 @@ def summary_lines(report: dict) -> list[str]:
         silent = r["silent_error_rate"].get("0.9")
         lines.append(f"{r['label']:<14}{r['norm']:<6}{r['epsilon']:>8g}{r['accuracy']:>10.4f}"
                      f"{(r['attack_success_rate'] or 0):>9.4f}"
-                     f"{conf if conf is None else format(conf, '.4f'):>10}"
+                     f"{'-' if conf is None else format(conf, '.4f'):>10}"
                      f"{'-' if silent is None else format(silent, '.4f'):>11}")
     if "gate" in report:
         lines.append("gate: " + ("passed" if report["gate"]["passed"] else

@@ -87,3 +87,15 @@ def test_console_script_runs_in_a_subprocess(model_files):
                           timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((d / "sub-report.json").read_text())["results"][0]["attack"] == "fgsm"
+
+
+def test_summary_table_prints_rows_without_errors():
+    """A row with no errors has no confidence on errors: printed as '-', not a crash."""
+    from robustness.cli import summary_lines
+
+    row = {"label": "pgd", "norm": "linf", "epsilon": 0.3, "accuracy": 1.0,
+           "attack_success_rate": 0.0, "mean_confidence_on_errors": None,
+           "silent_error_rate": {"0.5": 0.0, "0.9": 0.0}}
+    lines = summary_lines({"clean": {"accuracy": 1.0}, "examples": {"index": [0]},
+                           "results": [row]})
+    assert lines[-1].split() == ["pgd", "linf", "0.3", "1.0000", "0.0000", "-", "0.0000"]
