@@ -28,15 +28,20 @@ def default_input_shape(architecture: str) -> tuple[int, int, int] | None:
     return DEFAULT_INPUT_SHAPES.get(architecture)
 
 
+def _require_size(name: str, input_shape, minimum: int, why: str = "") -> None:
+    """Reject inputs too small for an architecture's poolings, naming the smallest size."""
+    if input_shape[1] < minimum or input_shape[2] < minimum:
+        raise ModelLoadError(f"{name} needs inputs of at least {minimum}x{minimum} pixels"
+                             f"{f' ({why})' if why else ''}, got input_shape {list(input_shape)}")
+
+
 class MadryMNIST(nn.Module):
     """The MNIST network of Madry et al. (2018), the usual baseline for PGD adversarial training."""
 
     def __init__(self, num_classes: int, input_shape: tuple[int, int, int]):
         super().__init__()
         c, h, w = input_shape
-        if h < 4 or w < 4:
-            raise ModelLoadError(f"madry_mnist needs inputs of at least 4x4 pixels (two 2x2 "
-                                 f"poolings), got input_shape {list(input_shape)}")
+        _require_size("madry_mnist", input_shape, 4, "two 2x2 poolings")
         self.conv1 = nn.Conv2d(c, 32, 5, padding=2)
         self.conv2 = nn.Conv2d(32, 64, 5, padding=2)
         self.fc1 = nn.Linear(64 * (h // 4) * (w // 4), 1024)
@@ -56,9 +61,7 @@ class LeNet(nn.Module):
         c, h, w = input_shape
         # conv1 keeps the size (padding 2), pool halves, conv2 (no padding) takes 4, pool halves.
         fh, fw = (h // 2 - 4) // 2, (w // 2 - 4) // 2
-        if fh < 1 or fw < 1:
-            raise ModelLoadError(f"lenet_mnist needs inputs of at least 12x12 pixels, got "
-                                 f"input_shape {list(input_shape)}")
+        _require_size("lenet_mnist", input_shape, 12)
         self.conv1 = nn.Conv2d(c, 6, 5, padding=2)
         self.conv2 = nn.Conv2d(6, 16, 5)
         self.fc1 = nn.Linear(16 * fh * fw, 120)
@@ -100,10 +103,8 @@ class PreActResNet18(nn.Module):
 
     def __init__(self, num_classes: int, input_shape: tuple[int, int, int]):
         super().__init__()
-        c, h, w = input_shape
-        if h < 8 or w < 8:
-            raise ModelLoadError(f"preact_resnet18 needs inputs of at least 8x8 pixels (three "
-                                 f"stride-2 stages), got input_shape {list(input_shape)}")
+        c = input_shape[0]
+        _require_size("preact_resnet18", input_shape, 8, "three stride-2 stages")
         self.conv1 = nn.Conv2d(c, 64, 3, stride=1, padding=1, bias=False)
         layers, in_planes = [], 64
         for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
