@@ -1,4 +1,4 @@
-"""`robustness` command line: `audit` now; `train`, `serve` and `worker` join it later.
+"""`robustness` command line: `audit`, `train` and `demo`; `serve` and `worker` join later.
 
 Exit codes: 0 done (gate passed or absent), 1 the report's gate failed, 2 bad input (spec,
 model, data), with one line on stderr saying what to fix.
@@ -108,6 +108,60 @@ def cmd_audit(args) -> int:
     return 1 if "gate" in report and not report["gate"]["passed"] else 0
 
 
+def _epoch_line(entry: dict) -> str:
+    def pct(key):
+        v = entry.get(key)
+        return "    -" if v is None else f"{100 * v:5.1f}"
+
+    flag = "  CATASTROPHIC OVERFITTING" if entry.get("catastrophic_overfitting") else ""
+    return (f"{entry['phase']:<13}epoch {entry['epoch']:>3}  loss {entry['loss']:.4f}  "
+            f"clean {pct('clean_accuracy')}  fgsm {pct('fgsm_accuracy')}  "
+            f"pgd {pct('pgd_accuracy')}  {entry['train_seconds'] + entry['monitor_seconds']:.1f}s"
+            f"{flag}")
+
+
+def cmd_train(args) -> int:
+    from robustness.models import load_model
+    from robustness.training import parse_training_spec, save_training, train_from_spec
+
+    spec = parse_training_spec(_read_json(args.spec, "spec"))
+    teacher = None
+    if spec.method == "distillation" and args.teacher:
+        teacher_meta = argparse.Namespace(model=args.teacher, metadata=args.teacher_metadata,
+                                          architecture=None, num_classes=None)
+        teacher = load_model(args.teacher, _metadata(teacher_meta), device=args.device)
+    elif args.teacher:
+        raise SpecError(f"--teacher: only used by method 'distillation', not '{spec.method}'")
+    elif spec.teacher_model_id:
+        raise SpecError("teacher_model_id: names a model registered with the service; "
+                        "on the command line pass the teacher's file with --teacher")
+    bar = _Bar(enabled=not args.quiet)
+
+    def log(entry):
+        if not args.quiet:
+            line = _epoch_line(entry)
+            (bar.bar.write(line, file=sys.stderr) if bar.bar is not None
+             else print(line, file=sys.stderr))
+
+    try:
+        result = train_from_spec(spec, data_root=args.data_root, device=args.device,
+                                 teacher=teacher, progress=bar, log=log)
+    finally:
+        bar.close()
+    weights = save_training(result, args.out)
+    if not args.quiet:
+        t = result.card["training"]
+        if t["catastrophic_overfitting"]:
+            co = t["catastrophic_overfitting"]
+            print(f"catastrophic overfitting at epoch {co['epoch']}: PGD accuracy "
+                  f"{co['pgd_accuracy']:.3f} (best {co['best_pgd_accuracy']:.3f} at epoch "
+                  f"{co['best_epoch']}), FGSM accuracy {co['fgsm_accuracy']:.3f}",
+                  file=sys.stderr)
+        print(f"kept epoch {t['selected_epoch']} ({t['checkpoint']}); model written to "
+              f"{weights}, model card {weights.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from robustness.demo import run_demo
     return run_demo(Path(args.out_dir), device=args.device)
@@ -130,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
     audit.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     audit.set_defaults(func=cmd_audit)
+    train = sub.add_parser("train", help="train (or adversarially train) a model from a spec; "
+                           "writes model.safetensors and model.json")
+    train.add_argument("--spec", required=True, help="training spec JSON (keys of "
+                       "POST /v1/trainings)")
+    train.add_argument("--out", required=True, help="output directory")
+    train.add_argument("--teacher", help="distillation: an existing teacher model file "
+                       "(instead of training one in this job)")
+    train.add_argument("--teacher-metadata", dest="teacher_metadata",
+                       help="the teacher's metadata JSON (default: its .json sidecar)")
+    train.add_argument("--data-root", help="where data sets are (default $ROBUSTNESS_DATA_ROOT)")
+    train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress or epoch lines")
+    train.set_defaults(func=cmd_train)
     demo = sub.add_parser("demo", help="train a small model on scikit-learn's digits and audit it")
     demo.add_argument("--out-dir", default="out/demo")
     demo.add_argument("--device", default="auto")

@@ -1,7 +1,10 @@
 """Projected gradient descent, once for every norm (the threat model supplies the geometry).
 
-Per example the attack keeps the iterate with the largest margin over all steps and restarts
-(not just the last one): an example counts as broken if *any* point it visited was
+`ascend` is the one loop: evaluation PGD, FGSM, and the inner maximisation of every
+adversarial-training method (FGSM-AT, PGD-AT, TRADES) call it with their own objective.
+
+Evaluation PGD keeps, per example, the iterate with the largest margin over all steps and
+restarts (not just the last one): an example counts as broken if *any* point it visited was
 misclassified, and among those we report the most confidently wrong. Restarts only re-attack
 examples that are still robust. Cost: steps forward+backward passes per restart plus one
 forward for the final iterate.
@@ -9,10 +12,39 @@ forward for the final iterate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from robustness.attacks.losses import LOSSES, margin
 from robustness.attacks.threat import ThreatModel
+
+# objective(logits, target) -> per-example loss to maximise; target is labels or, for TRADES,
+# the clean probabilities.
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ascend(model, x: torch.Tensor, target: torch.Tensor, threat: ThreatModel,
+           delta: torch.Tensor, *, steps: int, step_size: float, objective: Objective,
+           observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+           clip_start: bool = True) -> torch.Tensor:
+    """Take `steps` ascent steps on `objective` from x + delta; returns the final valid delta.
+
+    `observe(x_adv, logits)` sees every iterate with the logits the step computed anyway.
+    Gradients are taken with respect to delta only, so no parameter gradient accumulates.
+    `clip_start=False` takes the first gradient at the raw start even outside the [0, 1] box
+    (only the returned delta must be valid); see `training.methods.adversarial` for why.
+    """
+    delta = threat.clip(x, delta.detach()) if clip_start else delta.detach()
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        logits = model(x + delta)
+        (grad,) = torch.autograd.grad(objective(logits, target).sum(), delta)
+        delta = delta.detach()
+        if observe is not None:
+            observe(x + delta, logits.detach())
+        delta = threat.clip(x, delta + threat.step(grad, step_size))
+    return delta
 
 
 @torch.no_grad()
@@ -39,15 +71,13 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, steps: 
         if rows.numel() == 0:
             break
         xs, ys = x[rows], y[rows]
-        delta = threat.random_init(xs, generator) if random_start else torch.zeros_like(xs)
-        delta = threat.clip(xs, delta)
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            logits = model(xs + delta)
-            (grad,) = torch.autograd.grad(objective(logits, ys).sum(), delta)
-            delta = delta.detach()
-            _keep_best(best_x, best_m, xs + delta, margin(logits.detach(), ys), rows)
-            delta = threat.clip(xs, delta + threat.step(grad, step_size))
+        start = threat.random_init(xs, generator) if random_start else torch.zeros_like(xs)
+
+        def observe(x_adv, logits, ys=ys, rows=rows):
+            _keep_best(best_x, best_m, x_adv, margin(logits, ys), rows)
+
+        delta = ascend(model, xs, ys, threat, start, steps=steps, step_size=step_size,
+                       objective=objective, observe=observe)
         with torch.no_grad():
             _keep_best(best_x, best_m, xs + delta, margin(model(xs + delta), ys), rows)
     return best_x

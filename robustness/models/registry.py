@@ -14,10 +14,12 @@ from torch import nn
 from robustness.errors import ModelLoadError
 
 TORCHVISION_PREFIX = "torchvision:"
-ARCHITECTURES = ("madry_mnist", "lenet_mnist", "preact_resnet18", "torchvision:<name>")
+ARCHITECTURES = ("madry_mnist", "wong_mnist", "lenet_mnist", "preact_resnet18",
+                 "torchvision:<name>")
 
 # Used when metadata gives no input_shape for a weights-only checkpoint.
-DEFAULT_INPUT_SHAPES = {"madry_mnist": (1, 28, 28), "lenet_mnist": (1, 28, 28),
+DEFAULT_INPUT_SHAPES = {"madry_mnist": (1, 28, 28), "wong_mnist": (1, 28, 28),
+                        "lenet_mnist": (1, 28, 28),
                         "preact_resnet18": (3, 32, 32)}
 TORCHVISION_INPUT_SHAPE = (3, 224, 224)
 
@@ -50,6 +52,24 @@ class MadryMNIST(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+class WongMNIST(nn.Module):
+    """The MNIST network of Wong, Rice & Kolter (2020): two strided convolutions and two dense
+    layers. A tenth of madry_mnist's compute, so FGSM-AT on all of MNIST fits a 2-core CPU."""
+
+    def __init__(self, num_classes: int, input_shape: tuple[int, int, int]):
+        super().__init__()
+        c, h, w = input_shape
+        _require_size("wong_mnist", input_shape, 4, "two stride-2 convolutions")
+        self.conv1 = nn.Conv2d(c, 16, 4, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 4, stride=2, padding=1)
+        self.fc1 = nn.Linear(32 * (h // 4) * (w // 4), 100)
+        self.fc2 = nn.Linear(100, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
@@ -122,7 +142,8 @@ class PreActResNet18(nn.Module):
         return self.linear(out.flatten(1))
 
 
-_BUILDERS = {"madry_mnist": MadryMNIST, "lenet_mnist": LeNet, "preact_resnet18": PreActResNet18}
+_BUILDERS = {"madry_mnist": MadryMNIST, "wong_mnist": WongMNIST, "lenet_mnist": LeNet,
+             "preact_resnet18": PreActResNet18}
 
 
 _COMMON_TORCHVISION = ("resnet18", "resnet50", "wide_resnet50_2", "vgg16", "mobilenet_v3_small",

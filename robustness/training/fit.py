@@ -1,47 +1,64 @@
 """A small, seeded minibatch training loop over in-memory tensors.
 
-`perturb(net, x, y) -> x'` is the hook adversarial training plugs into; standard training
-leaves it None. Data is shuffled with its own generator so a seed reproduces a run.
+The method is the `loss(model, x, target)` hook (cross-entropy when None); `target` is indexed
+like `x`, so labels and a teacher's soft labels both fit. Data is shuffled with its own
+generator so a seed reproduces a run. `on_epoch(epoch, stats)` may return True to stop.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+
+from robustness.training import methods
+
+
+def make_optimizer(params, name: str, lr: float, momentum: float = 0.9,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}")
 
 
 def fit(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
-        batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
-        schedule: str = "constant", perturb: Callable | None = None,
-        on_epoch: Callable[[int, float], None] | None = None) -> torch.nn.Module:
-    """Train `net` (inputs in [0,1]) with Adam and cross-entropy; returns it in eval mode."""
+        batch_size: int = 128, lr: float = 1e-3, seed: int = 0, schedule: str = "constant",
+        loss: Callable | None = None, optimizer: str = "adam", momentum: float = 0.9,
+        weight_decay: float = 0.0, on_epoch: Callable[[int, dict], bool | None] | None = None,
+        progress: Callable[[int, int], None] | None = None) -> torch.nn.Module:
+    """Train `net` (inputs in [0,1]); returns it in eval mode."""
+    loss = loss or methods.standard
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     device = next(net.parameters()).device
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    total_steps = epochs * math.ceil(x.shape[0] / batch_size)
+    opt = make_optimizer(net.parameters(), optimizer, lr, momentum, weight_decay)
+    batches = math.ceil(x.shape[0] / batch_size)
+    total_steps = epochs * batches
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(schedule, step, total_steps))
+        opt, lambda step: lr_factor(schedule, step + 1, total_steps))
     for epoch in range(epochs):
         net.train()
+        started = time.perf_counter()
         order = torch.randperm(x.shape[0], generator=generator)
         total = 0.0
-        for start in range(0, x.shape[0], batch_size):
+        for b, start in enumerate(range(0, x.shape[0], batch_size)):
             idx = order[start:start + batch_size]
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            if perturb is not None:
-                xb = perturb(net, xb, yb)
-            loss = F.cross_entropy(net(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            value = loss(net, x[idx].to(device), y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
             scheduler.step()
-            total += float(loss.detach()) * idx.numel()
-        if on_epoch:
-            on_epoch(epoch, total / x.shape[0])
+            total += float(value.detach()) * idx.numel()
+            if progress:
+                progress(epoch * batches + b + 1, total_steps)
+        stats = {"loss": total / x.shape[0], "lr": opt.param_groups[0]["lr"],
+                 "seconds": time.perf_counter() - started}
+        if on_epoch and on_epoch(epoch, stats):
+            break
     return net.eval()
 
 
