@@ -224,12 +224,13 @@ TEMPLATE_EXPLAIN = """## Why the numbers differ
   undefended CNN is not robust at ε=0.3: that is a third of the pixel range, enough to draw
   strokes. Our PGD drives it to {base_pgd}%, in line with every published PGD evaluation
   (Madry et al. report 0–4% for naturally trained MNIST networks).
-- **Which mistake fits.** Computing ε in the wrong input range is the mistake that reproduces
-  the study's pattern: with ε applied to 0–255 pixels the baseline stays at {e255_fgsm} /
-  {e255_pgd}; with ε applied after `Normalize((0.1307,), (0.3081,))` it gets
-  {norm_fgsm} / {norm_pgd}. Attacking the cross-entropy of a softmax output ({sm_fgsm} /
-  {sm_pgd}) and stepping along the raw instead of the signed gradient ({us_fgsm} /
-  {us_pgd}) are shown for completeness; the table says how close each comes.
+- **Which mistake fits.** On the baseline, stepping along the raw gradient instead of its
+  sign gives {us_fgsm} (FGSM) / {us_pgd} (PGD): the gradient of a confident network is tiny,
+  so ε·∇ barely moves the image. Taking ε in 0–255 units gives {e255_fgsm} / {e255_pgd}
+  (nothing moves at all). Applying ε after `Normalize((0.1307,), (0.3081,))` gives
+  {norm_fgsm} / {norm_pgd}. Taking the cross-entropy of a softmax output gives {sm_fgsm} /
+  {sm_pgd}: sign steps ignore the gradient's scale, so this mistake does not hide anything.
+  The table above shows which of these comes closest to the published figures for each model.
 - **FGSM-AT (published 97.61 PGD; ours {fgsm_pgd}).** Wong et al.'s fast FGSM training works:
   {fgsm_pgd}% under our PGD-40×3 here (and the full-test-set PGD-50×10 figure is in
   `docs/benchmarks.md`). It does not reach 97.6%: no MNIST model of this size does under a
