@@ -210,14 +210,18 @@ def _check_epsilon_grid(epsilons: list[float], norm: str, where: str) -> None:
             raise ValueError(f"{where}: L∞ ε={eps} exceeds the input range [0, 1]")
 
 
-def parse_audit_spec(data: dict | str | bytes) -> AuditSpec:
-    """Validate a spec, turning pydantic's report into one message naming each bad field."""
+def parse_spec(model: type[BaseModel], data: dict | str | bytes):
+    """Validate a spec, turning pydantic's report into one SpecError naming each bad field."""
     try:
         if isinstance(data, (str, bytes)):
-            return AuditSpec.model_validate_json(data)
-        return AuditSpec.model_validate(data)
+            return model.model_validate_json(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise SpecError(format_validation_error(exc)) from None
+
+
+def parse_audit_spec(data: dict | str | bytes) -> AuditSpec:
+    return parse_spec(AuditSpec, data)
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -162,8 +162,7 @@ def train_from_spec(spec: TrainingSpec, *, data_root=None, device=None,
             "validation": {"n": int(x_val.shape[0]), "epsilon": spec.monitor_epsilon,
                            "pgd_steps": spec.validation.steps,
                            "pgd_restarts": spec.validation.restarts,
-                           "indices": data.indices[len(x):].tolist()[:1]
-                           + data.indices[len(x):].tolist()[-1:]},
+                           "indices": _first_last(data.indices[len(x):])},
             "catastrophic_overfitting": monitor.collapse,
             "stopped_early": len(monitor.history) < spec.epochs,
             "history": monitor.history,
@@ -178,6 +177,11 @@ def train_from_spec(spec: TrainingSpec, *, data_root=None, device=None,
     return TrainingResult(model=model, card=card,
                           teacher=teacher if card_teacher and card_teacher.get(
                               "trained_in_job") else None)
+
+
+def _first_last(indices: torch.Tensor) -> list[int]:
+    """The held-out slice is contiguous, so its first and last split positions pin it."""
+    return [int(indices[0]), int(indices[-1])] if indices.numel() else []
 
 
 def _check_teacher(teacher: Classifier, meta: ModelMetadata) -> None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from robustness.errors import SpecError
 from robustness.models.metadata import Preprocessing
-from robustness.spec import DatasetSpec, Strict, format_validation_error
+from robustness.spec import DatasetSpec, Strict, parse_spec
 
 METHODS = ("standard", "fgsm", "pgd", "trades", "distillation")
 
@@ -165,10 +164,4 @@ class TrainingSpec(Strict):
 
 
 def parse_training_spec(data: dict | str | bytes) -> TrainingSpec:
-    """Validate a training spec into one :class:`SpecError` naming each bad field."""
-    try:
-        if isinstance(data, (str, bytes)):
-            return TrainingSpec.model_validate_json(data)
-        return TrainingSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(format_validation_error(exc)) from None
+    return parse_spec(TrainingSpec, data)
