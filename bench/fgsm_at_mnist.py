@@ -40,12 +40,26 @@ def main():
     parser.add_argument("--out", default="out/bench-fgsm-at")
     parser.add_argument("--n", type=int, default=10000, help="test images to evaluate")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=SPEC["epochs"])
+    parser.add_argument("--train-epsilon", type=float, default=SPEC["epsilon"],
+                        help="training ε (step 1.25ε); the monitors and the evaluation stay "
+                        "at ε=0.3")
+    parser.add_argument("--epsilon-warmup", type=float, default=0.0,
+                        help="epochs of linear ε ramp at the start (default 0: Wong et al.'s "
+                        "recipe as published)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     t0 = time.perf_counter()
-    result = train_from_spec(parse_training_spec(SPEC), data_root=args.data_root, device="cpu",
+    eps = args.train_epsilon
+    spec = parse_training_spec({**SPEC, "seed": args.seed, "epochs": args.epochs,
+                                "epsilon": eps, "step_size": 1.25 * eps,
+                                "validation": {**SPEC["validation"], "epsilon": 0.3},
+                                **({"epsilon_warmup": args.epsilon_warmup}
+                                   if args.epsilon_warmup else {})})
+    result = train_from_spec(spec, data_root=args.data_root, device="cpu",
                              log=lambda e: print(json.dumps(e), flush=True))
     train_seconds = time.perf_counter() - t0
     weights = save_training(result, out)
@@ -59,6 +73,9 @@ def main():
                "fgsm_accuracy": acc["fgsm"], "pgd50x10_accuracy": acc["pgd"],
                "n": args.n, "train_seconds": round(train_seconds, 1),
                "eval_seconds": round(eval_seconds, 1),
+               "seed": args.seed, "epsilon_warmup": args.epsilon_warmup,
+               "train_epsilon": eps,
+               "epochs_run": result.card["training"]["epochs_run"],
                "selected_epoch": result.card["training"]["selected_epoch"],
                "catastrophic_overfitting": result.card["training"]["catastrophic_overfitting"],
                "threads": torch.get_num_threads(), "torch": torch.__version__}

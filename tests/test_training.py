@@ -13,6 +13,7 @@ from robustness.attacks import LinfBall, pgd
 from robustness.cli import main as cli
 from robustness.errors import SpecError
 from robustness.training import parse_training_spec, train_from_spec
+from robustness.training.methods import _ramp
 from robustness.training.monitor import detect_collapse
 
 EPS = 0.2  # 8×8 digits keep 58% under PGD at ε=0.1 after standard training; 3% at 0.2
@@ -46,6 +47,7 @@ def standard(digits):
 @pytest.mark.parametrize("method, extra", [
     ("fgsm", {}),
     ("pgd", {"steps": 5}),
+    ("pgd", {"steps": 5, "epsilon_warmup": 4}),
     ("trades", {"steps": 5, "beta": 3.0}),
 ])
 def test_adversarial_training_beats_standard_under_pgd(digits, standard, method, extra):
@@ -142,10 +144,27 @@ HEALTHY = [(0.958, 0.657, 0.226), (0.975, 0.801, 0.426), (0.979, 0.903, 0.761),
            (0.984, 0.863, 0.786), (0.986, 0.929, 0.883), (0.985, 0.939, 0.898),
            (0.989, 0.952, 0.925), (0.99, 0.942, 0.919)]
 
+# FGSM-AT without random start (step ε, wong_mnist, ε=0.3), epochs 1-10: it never became robust,
+# so there is no fall to see, only FGSM far above PGD from the first epoch on.
+MASKED = [(0.772, 0.637, 0.004), (0.775, 0.621, 0.016), (0.746, 0.665, 0.006),
+          (0.836, 0.768, 0.0), (0.874, 0.806, 0.013), (0.94, 0.894, 0.05),
+          (0.981, 0.902, 0.241), (0.984, 0.9, 0.288), (0.985, 0.931, 0.352),
+          (0.984, 0.928, 0.333)]
+
 
 def _history(rows):
     return [{"epoch": i + 1, "clean_accuracy": c, "fgsm_accuracy": f, "pgd_accuracy": p}
             for i, (c, f, p) in enumerate(rows)]
+
+
+def test_epsilon_warmup_ramps_linearly_then_holds():
+    fraction = _ramp(4)
+    assert [fraction() for _ in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    off = _ramp(0)
+    assert off() == 1.0
+    card = train(method="pgd", epsilon=EPS, steps=2, epochs=1, epsilon_warmup=0.5,
+                 dataset={"name": "digits", "n": 400}).card
+    assert card["training"]["spec"]["epsilon_warmup"] == 0.5
 
 
 def test_catastrophic_overfitting_detection_on_measured_runs():
@@ -154,7 +173,7 @@ def test_catastrophic_overfitting_detection_on_measured_runs():
                  if detect_collapse(collapsed[:i], drop=0.5, gap=0.2))
     assert first == 2  # PGD 0.113 -> 0.056 while FGSM 0.921
     co = detect_collapse(collapsed[:2], drop=0.5, gap=0.2)
-    assert co == {"epoch": 2, "pgd_accuracy": 0.056, "fgsm_accuracy": 0.921, "best_epoch": 1,
+    assert co == {"kind": "fall", "epoch": 2, "pgd_accuracy": 0.056, "fgsm_accuracy": 0.921, "best_epoch": 1,
                   "best_pgd_accuracy": 0.113}
     healthy = _history(HEALTHY)
     assert not any(detect_collapse(healthy[:i], drop=0.5, gap=0.2)
@@ -162,6 +181,15 @@ def test_catastrophic_overfitting_detection_on_measured_runs():
     # Robust overfitting (a small late fall) is not a collapse: the best checkpoint handles it.
     late = _history(HEALTHY + [(0.99, 0.93, 0.88)])
     assert detect_collapse(late, drop=0.5, gap=0.2) is None
+    assert detect_collapse(late, drop=0.5, gap=0.2, masking_gap=0.5) is None
+    assert not any(detect_collapse(healthy[:i], drop=0.5, gap=0.2, masking_gap=0.5)
+                   for i in range(1, len(healthy) + 1))
+    # A collapse inside the first epoch: no fall, a persistent gap.
+    masked = _history(MASKED)
+    assert not any(detect_collapse(masked[:i], drop=0.5, gap=0.2) for i in range(1, 11))
+    co = detect_collapse(masked[:2], drop=0.5, gap=0.2, masking_gap=0.5)
+    assert co is not None and co["kind"] == "masked" and co["epoch"] == 2
+    assert detect_collapse(masked[:1], drop=0.5, gap=0.2, masking_gap=0.5) is None
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -182,6 +210,8 @@ def test_catastrophic_overfitting_detection_on_measured_runs():
     ({"method": "distillation", "teacher_model_id": "m1", "teacher_epochs": 3},
      "teacher_epochs: only used when the teacher is trained in this job"),
     ({"method": "standard", "momentum": 0.5}, "momentum: only used by optimizer 'sgd'"),
+    ({"method": "standard", "epsilon_warmup": 1}, ("epsilon_warmup: only used by method "
+                                                  "'fgsm' or 'pgd' or 'trades'")),
     ({"method": "standard", "dataset": {"name": "mnist", "n": 70000}},
      "dataset.n: 70000 from offset 0 exceeds the train split of mnist"),
 ])

@@ -84,19 +84,18 @@ def _softmax_at(teacher, x: torch.Tensor, temperature: float, device, batch: int
                       for i in range(0, x.shape[0], batch)])
 
 
-def _method_loss(spec: TrainingSpec, generator: torch.Generator):
+def _method_loss(spec: TrainingSpec, generator: torch.Generator, batches_per_epoch: int):
     r = spec.resolved()
     if spec.method == "standard":
         return methods.standard
+    if spec.method == "distillation":
+        return methods.soft_labels(r["temperature"])
+    common = {"norm": spec.norm, "epsilon": spec.epsilon, "steps": spec.attack_steps,
+              "step_size": spec.attack_step_size, "generator": generator,
+              "warmup_steps": round(r["epsilon_warmup"] * batches_per_epoch)}
     if spec.method in ("fgsm", "pgd"):
-        return methods.adversarial(norm=spec.norm, epsilon=spec.epsilon,
-                                   steps=spec.attack_steps, step_size=spec.attack_step_size,
-                                   random_start=r["random_start"], generator=generator)
-    if spec.method == "trades":
-        return methods.trades(norm=spec.norm, epsilon=spec.epsilon, steps=spec.attack_steps,
-                              step_size=spec.attack_step_size, beta=r["beta"],
-                              generator=generator)
-    return methods.soft_labels(r["temperature"])
+        return methods.adversarial(random_start=r["random_start"], **common)
+    return methods.trades(beta=r["beta"], **common)
 
 
 def train_from_spec(spec: TrainingSpec, *, data_root=None, device=None,
@@ -130,7 +129,8 @@ def train_from_spec(spec: TrainingSpec, *, data_root=None, device=None,
     monitor = Monitor(model, x_val, y_val, validation=spec.validation, norm=spec.norm,
                       epsilon=spec.monitor_epsilon, seed=spec.seed, device=device,
                       stop_on_collapse=spec.on_catastrophic_overfitting == "stop",
-                      select_robust=spec.method in ADVERSARIAL)
+                      select_robust=spec.method in ADVERSARIAL,
+                      watch_after=resolved.get("epsilon_warmup", 0.0))
     generator = torch.Generator().manual_seed(spec.seed + 1)
 
     def on_epoch(epoch, stats):
@@ -139,7 +139,8 @@ def train_from_spec(spec: TrainingSpec, *, data_root=None, device=None,
             log({"phase": spec.method, **monitor.history[-1]})
         return stop
 
-    fit(model, x, target, loss=_method_loss(spec, generator), on_epoch=on_epoch,
+    batches = -(-x.shape[0] // spec.batch_size)
+    fit(model, x, target, loss=_method_loss(spec, generator, batches), on_epoch=on_epoch,
         progress=(lambda d, t: progress(d, t, f"train:{spec.method}")) if progress else None,
         **common)
     selected = "last"

@@ -18,8 +18,22 @@ def standard(model, x, y):
     return F.cross_entropy(model(x), y)
 
 
+def _ramp(warmup_steps: int):
+    """Fraction of the full ε at each successive call (one call per training step): a linear
+    ramp from 1/warmup_steps to 1, then 1. Early PGD-AT at full ε can push a network that is
+    still at chance into predicting a constant, from which it does not recover in few epochs."""
+    calls = 0
+
+    def fraction() -> float:
+        nonlocal calls
+        calls += 1
+        return 1.0 if calls >= warmup_steps else calls / warmup_steps
+
+    return fraction
+
+
 def adversarial(*, norm: str, epsilon: float, steps: int, step_size: float,
-                random_start: bool, generator: torch.Generator):
+                random_start: bool, generator: torch.Generator, warmup_steps: int = 0):
     """FGSM-AT (steps=1, step 1.25ε, random start: Wong et al. 2020) and PGD-AT (Madry et al.):
     train on the last iterate of an ascent on cross-entropy from a random point of the ball.
 
@@ -29,11 +43,13 @@ def adversarial(*, norm: str, epsilon: float, steps: int, step_size: float,
     pixel on exactly 0 or ε. The start's randomness is gone, and so is the protection against
     catastrophic overfitting it gives; we measured PGD accuracy near 0 from the first epoch on.
     """
-    threat = threat_model(norm, epsilon)
+    ramp = _ramp(warmup_steps)
 
     def loss(model, x, y):
+        f = ramp()
+        threat = threat_model(norm, epsilon * f)
         start = threat.random_init(x, generator) if random_start else torch.zeros_like(x)
-        delta = ascend(model, x, y, threat, start, steps=steps, step_size=step_size,
+        delta = ascend(model, x, y, threat, start, steps=steps, step_size=step_size * f,
                        objective=cross_entropy, clip_start=False)
         return F.cross_entropy(model(x + delta), y)
 
@@ -46,17 +62,19 @@ def _kl_to(logits: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
 
 
 def trades(*, norm: str, epsilon: float, steps: int, step_size: float, beta: float,
-           generator: torch.Generator):
+           generator: torch.Generator, warmup_steps: int = 0):
     """TRADES (Zhang et al. 2019): clean cross-entropy plus β·KL between the clean and the
     adversarial prediction; the inner ascent maximises that KL from a tiny Gaussian start."""
-    threat = threat_model(norm, epsilon)
+    ramp = _ramp(warmup_steps)
 
     def loss(model, x, y):
+        f = ramp()
+        threat = threat_model(norm, epsilon * f)
         logits = model(x)
         p_clean = F.softmax(logits.detach(), 1)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         delta = ascend(model, x, p_clean, threat, 0.001 * noise, steps=steps,
-                       step_size=step_size, objective=_kl_to)
+                       step_size=step_size * f, objective=_kl_to)
         robust = _kl_to(model(x + delta), F.softmax(logits, 1)).mean()
         return F.cross_entropy(logits, y) + beta * robust
 

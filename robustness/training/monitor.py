@@ -33,37 +33,61 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch_size: int, device,
 MIN_COLLAPSE = 0.05  # an absolute fall smaller than this is noise on a held-out slice
 
 
-def detect_collapse(history: list[dict], drop: float, gap: float) -> dict | None:
+def detect_collapse(history: list[dict], drop: float, gap: float,
+                    masking_gap: float | None = None) -> dict | None:
     """Catastrophic overfitting at the last epoch of `history`, or None.
 
-    It is declared when PGD accuracy fell to at most (1 - `drop`) of its best earlier value
+    Two signatures. `fall`: PGD accuracy fell to at most (1 - `drop`) of its best earlier value
     (and by at least MIN_COLLAPSE) while FGSM accuracy stayed at least `gap` above PGD
     accuracy: the model still beats the single step it was trained against but no longer the
     multi-step attack. The fall is relative so that a run which collapses before it was ever
     very robust (best 0.11, then 0.05, then 0.0) is caught as well as one that falls from 0.8.
+    `masked`: the collapse happened inside the first epoch, so there is no fall to see, only
+    FGSM accuracy at least `masking_gap` above PGD accuracy in the last two epochs (measured:
+    FGSM-AT without random start sits at FGSM 0.9, PGD 0.0 from epoch 1 on; a healthy run's
+    gap is at most 0.43, in its first epoch).
     """
     if len(history) < 2 or history[-1].get("pgd_accuracy") is None:
         return None
     now = history[-1]
     best = max(history[:-1], key=lambda h: h["pgd_accuracy"])
     fell = best["pgd_accuracy"] - now["pgd_accuracy"]
+    found = {"epoch": now["epoch"], "pgd_accuracy": now["pgd_accuracy"],
+             "fgsm_accuracy": now["fgsm_accuracy"], "best_epoch": best["epoch"],
+             "best_pgd_accuracy": best["pgd_accuracy"]}
     if (fell >= MIN_COLLAPSE and fell >= drop * best["pgd_accuracy"]
             and now["fgsm_accuracy"] - now["pgd_accuracy"] >= gap):
-        return {"epoch": now["epoch"], "pgd_accuracy": now["pgd_accuracy"],
-                "fgsm_accuracy": now["fgsm_accuracy"], "best_epoch": best["epoch"],
-                "best_pgd_accuracy": best["pgd_accuracy"]}
+        return {"kind": "fall", **found}
+    if masking_gap is not None and all(h["fgsm_accuracy"] - h["pgd_accuracy"] >= masking_gap
+                                       for h in history[-2:]):
+        return {"kind": "masked", **found}
     return None
+
+
+def describe_collapse(co: dict) -> str:
+    """One line for logs and reports."""
+    if co["kind"] == "masked":
+        return (f"catastrophic overfitting since the first epoch (epoch {co['epoch']}: PGD "
+                f"accuracy {co['pgd_accuracy']:.3f}, FGSM accuracy {co['fgsm_accuracy']:.3f}; "
+                f"the model masks the single-step attack it is trained against)")
+    return (f"catastrophic overfitting at epoch {co['epoch']}: PGD accuracy "
+            f"{co['pgd_accuracy']:.3f} (best {co['best_pgd_accuracy']:.3f} at epoch "
+            f"{co['best_epoch']}), FGSM accuracy {co['fgsm_accuracy']:.3f}")
 
 
 class Monitor:
     """`on_epoch` hook of `fit`: evaluates, records history, keeps the best weights."""
 
     def __init__(self, model, x_val, y_val, *, validation, norm: str, epsilon: float | None,
-                 seed: int, device, stop_on_collapse: bool = True, select_robust: bool = True):
+                 seed: int, device, stop_on_collapse: bool = True, select_robust: bool = True,
+                 watch_after: float = 0.0):
+        """`watch_after`: epochs of ε warm-up, during which a gap between FGSM and PGD accuracy
+        at the full ε is expected and is not taken for catastrophic overfitting."""
         self.model, self.x, self.y = model, x_val, y_val
         self.v = validation
         self.norm, self.epsilon, self.seed, self.device = norm, epsilon, seed, device
         self.stop_on_collapse = stop_on_collapse
+        self.watch_after = watch_after
         self.select_robust = select_robust and self.robust_possible(epsilon, x_val)
         self.history: list[dict] = []
         self.collapse: dict | None = None
@@ -114,8 +138,9 @@ class Monitor:
             self.best_state = {k: v.detach().clone()
                                for k, v in self.model.state_dict().items()}
         if self.robust and self.collapse is None:
-            self.collapse = detect_collapse(self.history, self.v.collapse_drop,
-                                            self.v.collapse_gap)
+            watched = [h for h in self.history if h["epoch"] > self.watch_after]
+            self.collapse = detect_collapse(watched, self.v.collapse_drop,
+                                            self.v.collapse_gap, self.v.masking_gap)
             entry["catastrophic_overfitting"] = self.collapse is not None
             return self.collapse is not None and self.stop_on_collapse
         return False

@@ -22,6 +22,7 @@ METHOD_KEYS = {
     "step_size": ("fgsm", "pgd", "trades"),
     "steps": ("pgd", "trades"),
     "random_start": ("fgsm", "pgd"),
+    "epsilon_warmup": ("fgsm", "pgd", "trades"),
     "beta": ("trades",),
     "temperature": ("distillation",),
     "teacher_model_id": ("distillation",),
@@ -52,6 +53,9 @@ class ValidationSpec(Strict):
                                  "overfitting: PGD accuracy fell by this fraction of its best")
     collapse_gap: float = Field(default=0.2, gt=0, le=1, description="... while FGSM accuracy "
                                 "stays at least this far above PGD accuracy")
+    masking_gap: float = Field(default=0.5, gt=0, le=1, description="catastrophic "
+                               "overfitting from the start: FGSM accuracy above PGD accuracy by "
+                               "at least this much two epochs running")
 
 
 class TrainingSpec(Strict):
@@ -70,6 +74,11 @@ class TrainingSpec(Strict):
                                     description="fgsm: 1.25·ε; pgd/trades: 2.5·ε/steps")
     steps: int | None = Field(default=None, gt=0, le=1000, description="pgd/trades: default 10")
     random_start: bool | None = Field(default=None, description="fgsm/pgd: default true")
+    epsilon_warmup: float | None = Field(
+        default=None, ge=0, le=1000, allow_inf_nan=False,
+        description="fgsm/pgd/trades: epochs over which the training ε (and step) ramps up "
+        "linearly from 0; default 0. PGD-AT of a small MNIST network at ε=0.3 from scratch "
+        "can stay at chance accuracy without it")
     beta: float | None = Field(default=None, gt=0, allow_inf_nan=False,
                                description="trades: weight of the robustness term, default 6")
     temperature: float | None = Field(default=None, ge=1, le=1000, allow_inf_nan=False,
@@ -152,6 +161,8 @@ class TrainingSpec(Strict):
             out["step_size"] = self.attack_step_size
             if self.method != "fgsm":
                 out["steps"] = self.attack_steps
+        if self.method in ADVERSARIAL:
+            out["epsilon_warmup"] = self.epsilon_warmup or 0.0
         if self.method in ("fgsm", "pgd"):
             out["random_start"] = self.random_start is not False
         if self.method == "trades":
