@@ -16,9 +16,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Until the service lands (issue 4), `make run` trains a small model on real digits and
-# audits it end to end through the CLI.
+# The service on this machine with nothing else to install: gateway, a child worker, an
+# embedded broker and SQLite under $ROBUSTNESS_HOME. Registers a demo model and prints a curl
+# line that audits it. `make run DATA_ROOT=../shared/data` trains the demo model on MNIST.
+PORT ?= 8000
 run: $(STAMP)
+	$(VENV)/bin/robustness serve --demo --port $(PORT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+
+# The library alone: train a small model on digits and audit it through the CLI (out/demo/).
+demo: $(STAMP)
 	$(VENV)/bin/robustness demo --out-dir out/demo
 
 test: $(STAMP)

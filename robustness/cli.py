@@ -1,4 +1,5 @@
-"""`robustness` command line: `audit`, `train` and `demo`; `serve` and `worker` join later.
+"""`robustness` command line: `audit`, `train` and `demo` here; the service package adds
+`serve` and `worker` through `extend` (this package never imports the service).
 
 Exit codes: 0 done (gate passed or absent), 1 the report's gate failed, 2 bad input (spec,
 model, data), with one line on stderr saying what to fix.
@@ -102,6 +103,9 @@ def cmd_audit(args) -> int:
     if args.adversarial_out:
         from robustness.evaluation.export import save_adversarial
         save_adversarial(result, report, args.adversarial_out)
+    if args.html:
+        from robustness.evaluation.html import render_html
+        Path(args.html).write_text(render_html(report))
     if not args.quiet:
         print("\n".join(summary_lines(report)), file=sys.stderr)
         print(f"report written to {out}", file=sys.stderr)
@@ -123,6 +127,7 @@ def _epoch_line(entry: dict) -> str:
 def cmd_train(args) -> int:
     from robustness.models import load_model
     from robustness.training import parse_training_spec, save_training, train_from_spec
+    from robustness.training.monitor import describe_collapse
 
     spec = parse_training_spec(_read_json(args.spec, "spec"))
     teacher = None
@@ -152,11 +157,7 @@ def cmd_train(args) -> int:
     if not args.quiet:
         t = result.card["training"]
         if t["catastrophic_overfitting"]:
-            co = t["catastrophic_overfitting"]
-            print(f"catastrophic overfitting at epoch {co['epoch']}: PGD accuracy "
-                  f"{co['pgd_accuracy']:.3f} (best {co['best_pgd_accuracy']:.3f} at epoch "
-                  f"{co['best_epoch']}), FGSM accuracy {co['fgsm_accuracy']:.3f}",
-                  file=sys.stderr)
+            print(describe_collapse(t["catastrophic_overfitting"]), file=sys.stderr)
         print(f"kept epoch {t['selected_epoch']} ({t['checkpoint']}); model written to "
               f"{weights}, model card {weights.with_suffix('.json')}", file=sys.stderr)
     return 0
@@ -167,9 +168,11 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.out_dir), device=args.device)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extend=None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    if extend is not None:
+        extend(sub)
     audit = sub.add_parser("audit", help="ε-sweep audit of a model file; writes a JSON report")
     audit.add_argument("--spec", required=True, help="audit spec JSON (keys of POST /v1/audits)")
     audit.add_argument("--model", required=True, help="safetensors, .pt2, TorchScript or .pt")
@@ -181,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--out", default="report.json", help="report path (default report.json)")
     audit.add_argument("--adversarial-out", help="also save the adversarial examples "
                        "(.safetensors or .npz)")
+    audit.add_argument("--html", help="also write the report as one HTML page")
     audit.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
     audit.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     audit.set_defaults(func=cmd_audit)
@@ -204,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, extend=None) -> int:
+    args = build_parser(extend).parse_args(argv)
     try:
         return args.func(args)
     except RobustnessError as exc:

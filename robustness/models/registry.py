@@ -176,6 +176,18 @@ def _build_torchvision(name: str, num_classes: int, input_shape: tuple[int, int,
                              f"{exc}") from None
 
 
+def check_architecture(architecture: str) -> None:
+    """Raise ModelLoadError unless `architecture` names a registered network (no building)."""
+    if architecture.startswith(TORCHVISION_PREFIX):
+        name = architecture[len(TORCHVISION_PREFIX):]
+        if name not in torchvision_names():
+            raise ModelLoadError(f"unknown torchvision classification model '{name}'; see "
+                                 f"torchvision.models.list_models()")
+    elif architecture not in _BUILDERS:
+        raise ModelLoadError(f"unknown architecture '{architecture}'; valid: "
+                             f"{', '.join(ARCHITECTURES)}")
+
+
 def build_model(architecture: str, num_classes: int,
                 input_shape: tuple[int, int, int] | list[int]) -> nn.Module:
     """A freshly initialized network of a registered architecture (no preprocessing)."""

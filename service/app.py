@@ -1,0 +1,90 @@
+"""The FastAPI gateway: `create_app(settings)` wires routes, problem+json errors, metrics and
+a housekeeping thread: it re-enqueues jobs whose message was lost (the database is the
+truth), fires due schedules and delivers completion callbacks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from service import problems
+from service.metrics import Metrics
+from service.routes import audits, health, models, schedules, trainings
+from service.schedules import deliver_callbacks, fire_due
+from service.state import Gateway
+from workers.artifacts import ArtifactStore
+from workers.celery_app import make_celery
+from workers.db import Database
+from workers.reconcile import reconcile
+from workers.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Housekeeper(threading.Thread):
+    """Every few seconds: re-enqueue lost jobs, fire due schedules, deliver callbacks."""
+
+    def __init__(self, gw: Gateway):
+        super().__init__(daemon=True, name="housekeeper")
+        self.gw = gw
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        s = self.gw.settings
+        while not self.stopped.wait(s.reconcile_seconds):
+            for step in (lambda: reconcile(self.gw.celery, self.gw.db,
+                                           lease_seconds=s.lease_seconds,
+                                           grace_seconds=max(s.reconcile_seconds, 5.0),
+                                           broker_url=s.broker_url,
+                                           max_attempts=s.max_attempts),
+                         lambda: fire_due(self.gw),
+                         lambda: deliver_callbacks(self.gw)):
+                try:
+                    step()
+                except Exception:
+                    log.exception("housekeeping step failed; retrying next pass")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    gw = Gateway(settings=settings, db=Database(settings.sqlalchemy_url),
+                 store=ArtifactStore(settings.artifacts), celery=make_celery(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        housekeeper = Housekeeper(gw)
+        housekeeper.start()
+        yield
+        housekeeper.stopped.set()
+        gw.db.dispose()
+
+    app = FastAPI(title="Robustness audit service", version="1",
+                  description="Adversarial-robustness audits and adversarial training of "
+                              "PyTorch image classifiers.", lifespan=lifespan)
+    app.state.gw = gw
+    app.state.metrics = Metrics(gw.db)
+    app.middleware("http")(app.state.metrics.middleware())
+    problems.install(app)
+    for module in (models, audits, trainings, schedules, health):
+        app.include_router(module.router)
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, model in {**audits.SCHEMAS, **trainings.SCHEMAS,
+                                **schedules.SCHEMAS}.items():
+                spec_schema = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}")
+                components.update(spec_schema.pop("$defs", {}))
+                components[name] = spec_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app

@@ -1,0 +1,141 @@
+"""The `robustness` command: the library's commands plus `serve` and `worker`.
+
+`robustness serve` with no configuration runs everything on this machine: the gateway, a
+child worker process, an embedded broker (SQLite) and SQLite job records under
+ROBUSTNESS_HOME. `--no-worker` and `robustness worker` split them for a deployment on Redis
+and PostgreSQL (REDIS_URL, DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from robustness import cli as library_cli
+
+
+def add_commands(sub) -> None:
+    serve = sub.add_parser("serve", help="run the HTTP gateway (and a worker, unless "
+                           "--no-worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-worker", dest="no_worker", action="store_true",
+                       help="gateway only; run `robustness worker` separately")
+    serve.add_argument("--demo", action="store_true", help="register a small demo model "
+                       "trained in seconds on real data, and print a curl line to audit it")
+    serve.add_argument("--data-root", help="where data sets are (default "
+                       "$ROBUSTNESS_DATA_ROOT)")
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="run a Celery worker for audits and trainings")
+    worker.add_argument("--queues", default="audits,trainings")
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (processes)")
+    worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
+    worker.add_argument("--loglevel", default="info")
+    worker.add_argument("--data-root", help="where data sets are (default "
+                        "$ROBUSTNESS_DATA_ROOT)")
+    worker.set_defaults(func=cmd_worker)
+
+
+def _data_root(args) -> None:
+    if getattr(args, "data_root", None):
+        os.environ["ROBUSTNESS_DATA_ROOT"] = str(args.data_root)
+
+
+def cmd_worker(args) -> int:
+    _data_root(args)
+    from workers.celery_app import app
+
+    app.worker_main(["worker", "-Q", args.queues, "-c", str(args.concurrency),
+                     "--pool", args.pool, "-l", args.loglevel, "--without-gossip",
+                     "--without-mingle", "--without-heartbeat",
+                     "-n", f"robustness-{os.getpid()}@%h"])
+    return 0
+
+
+def cmd_serve(args) -> int:
+    _data_root(args)
+    import uvicorn
+
+    from service.app import create_app
+    from workers.settings import get_settings
+
+    settings = get_settings()
+    app = create_app(settings)  # migrates the database before a worker starts
+    gw = app.state.gw
+    base = f"http://{args.host}:{args.port}"
+    lines = [f"robustness service on {base} (docs: {base}/docs)",
+             f"  state: {settings.home}  database: {gw.db.engine.url.render_as_string()}",
+             f"  broker: {'embedded (SQLite)' if settings.embedded_broker else 'Redis'}"]
+    if args.demo:
+        from service.demo import register_file, train_demo
+
+        print("training the demo model ...", file=sys.stderr, flush=True)
+        weights, metadata, audit = train_demo(os.environ.get("ROBUSTNESS_DATA_ROOT"))
+        model_id = register_file(gw.db, gw.store, weights, metadata)
+        body = json.dumps({"model_id": model_id, **audit})
+        lines += [f"  demo model: {model_id} ({metadata['name']})",
+                  "  launch a demo audit:",
+                  (f"    curl -s -X POST {base}/v1/audits "
+                   f"-H 'Content-Type: application/json' -d '{body}'"),
+                  (f"  then: curl -s {base}/v1/audits/<id>   and   "
+                   f"curl -s {base}/v1/audits/<id>/report")]
+    supervisor = None if args.no_worker else WorkerSupervisor()
+    if supervisor is not None:
+        supervisor.start()
+        lines.append(f"  worker: child process {supervisor.pid}")
+    print("\n".join(lines), flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+    return 0
+
+
+class WorkerSupervisor(threading.Thread):
+    """The embedded mode's worker: a child process (its own process group, so its pool goes
+    with it), started again if it dies; its jobs are redelivered by the reconciler."""
+
+    def __init__(self):
+        super().__init__(daemon=True, name="worker-supervisor")
+        self.stopping = threading.Event()
+        self.proc = self._spawn()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @staticmethod
+    def _spawn() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"],
+                                env=os.environ.copy(), start_new_session=True)
+
+    def run(self) -> None:
+        while not self.stopping.wait(1.0):
+            code = self.proc.poll()
+            if code is not None and not self.stopping.is_set():
+                self.proc = self._spawn()
+                print(f"worker exited with {code}; restarted as child process "
+                      f"{self.proc.pid}", file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return library_cli.main(argv, extend=add_commands)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""/v1/audits: submit an ε-sweep audit of a registered model, follow it, read its report."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from robustness.spec import AuditSpec, parse_audit_spec
+from service.problems import Problem
+from service.reports import adversarial_file, example_records
+from service.routes import jobs
+from service.state import Gateway, GatewayDep
+from workers.db import JobRecord
+
+router = APIRouter(prefix="/v1/audits", tags=["audits"])
+KIND = "audit"
+
+
+async def read_json(request: Request) -> dict:
+    body = await request.body()
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Problem(400, f"body: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise Problem(422, "body: must be a JSON object (the spec)")
+    return data
+
+
+@router.post("", status_code=202, summary="Submit an audit",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": {"$ref": "#/components/schemas/AuditSpec"}}}}})
+async def submit_audit(gw: GatewayDep, request: Request):
+    spec = parse_audit_spec(await read_json(request))
+    jobs.require_model(gw, spec.model_id, "model_id")
+    return jobs.submit(gw, KIND, spec, spec.model_id)
+
+
+@router.get("", summary="List audits")
+def list_audits(gw: GatewayDep, status: str | None = None, model_id: str | None = None,
+                schedule_id: str | None = None,
+                limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)):
+    return jobs.list_jobs(gw, KIND, status, model_id, limit, offset, schedule_id=schedule_id)
+
+
+@router.get("/{audit_id}", summary="Audit status and progress")
+def get_audit(gw: GatewayDep, audit_id: str):
+    return jobs.status_response(jobs.get_job_or_404(gw, KIND, audit_id))
+
+
+@router.post("/{audit_id}/cancel", status_code=202, summary="Cancel an audit")
+def cancel_audit(gw: GatewayDep, audit_id: str):
+    return jobs.cancel(gw, KIND, audit_id)
+
+
+def _succeeded(gw: Gateway, audit_id: str) -> JobRecord:
+    job = jobs.get_job_or_404(gw, KIND, audit_id)
+    if job.status != "succeeded":
+        detail = f"audit {audit_id!r} is {job.status}"
+        if job.status == "failed":
+            detail += f": {job.error}"
+        raise Problem(409, detail + "; the report exists once it has succeeded")
+    return job
+
+
+def _report(gw: Gateway, job: JobRecord) -> dict:
+    return json.loads(gw.store.read_bytes(job.report_sha256))
+
+
+@router.get("/{audit_id}/report", summary="The audit report (JSON)")
+def get_report(gw: GatewayDep, audit_id: str):
+    job = _succeeded(gw, audit_id)
+    return Response(gw.store.read_bytes(job.report_sha256), media_type="application/json")
+
+
+@router.get("/{audit_id}/report.html", summary="The audit report as one HTML page",
+            response_class=HTMLResponse)
+def get_report_html(gw: GatewayDep, audit_id: str):
+    from robustness.evaluation.html import render_html
+
+    return HTMLResponse(render_html(_report(gw, _succeeded(gw, audit_id))))
+
+
+@router.get("/{audit_id}/examples", summary="Per-example records, filtered and paginated")
+def get_examples(gw: GatewayDep, audit_id: str, attack: str | None = None,
+                 epsilon: float | None = None,
+                 misclassified: bool | None = None,
+                 min_confidence: float | None = Query(None, ge=0, le=1),
+                 limit: int = Query(100, ge=1, le=10000), cursor: str | None = None):
+    report = _report(gw, _succeeded(gw, audit_id))
+    return example_records(report, attack=attack, epsilon=epsilon, misclassified=misclassified,
+                           min_confidence=min_confidence, limit=limit, cursor=cursor)
+
+
+@router.get("/{audit_id}/adversarial", summary="Adversarial examples of one (attack, ε)",
+            response_class=Response)
+def get_adversarial(gw: GatewayDep, audit_id: str, attack: str, epsilon: float,
+                    format: str = Query("safetensors", pattern="^(safetensors|npz)$")):
+    from safetensors.torch import load
+
+    job = _succeeded(gw, audit_id)
+    if not job.adversarial_sha256:
+        raise Problem(404, f"audit {audit_id!r} stored no adversarial examples")
+    tensors = load(gw.store.read_bytes(job.adversarial_sha256))
+    data, media = adversarial_file(tensors, _report(gw, job), attack, epsilon, format)
+    name = f"{audit_id}-{attack}-eps{epsilon:g}.{format}"
+    return Response(data, media_type=media,
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+SCHEMAS = {"AuditSpec": AuditSpec}

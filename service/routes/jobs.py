@@ -1,0 +1,74 @@
+"""What audits and trainings share: submit (202 + Location + Retry-After), list, status,
+cancel. Each resource module passes its kind and its spec parser."""
+
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from service.problems import Problem
+from service.state import Gateway
+from service.views import job_path, job_view
+from workers import jobs
+from workers.db import JobRecord, ModelRecord
+from workers.reconcile import send
+
+RETRY_AFTER = "2"
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def require_model(gw: Gateway, model_id: str | None, field: str) -> None:
+    if model_id is None:
+        raise Problem(422, f"{field}: required (the id of a registered model)")
+    with gw.db.session() as s:
+        if s.get(ModelRecord, model_id) is None:
+            raise Problem(422, f"{field}: no model {model_id!r} is registered")
+
+
+def submit(gw: Gateway, kind: str, spec, model_id: str | None) -> JSONResponse:
+    job = jobs.create_job(gw.db, kind, spec.model_dump(mode="json", exclude_unset=True),
+                          model_id)
+    send(gw.celery, gw.db, job)
+    job = jobs.get_job(gw.db, job.id)
+    return JSONResponse(job_view(job), status_code=202,
+                        headers={"Location": job_path(job), "Retry-After": RETRY_AFTER})
+
+
+def get_job_or_404(gw: Gateway, kind: str, job_id: str) -> JobRecord:
+    job = jobs.get_job(gw.db, job_id)
+    if job is None or job.kind != kind:
+        raise Problem(404, f"no {kind} {job_id!r}")
+    return job
+
+
+def status_response(job: JobRecord) -> JSONResponse:
+    headers = {} if job.status in ("succeeded", "failed", "cancelled") else \
+        {"Retry-After": RETRY_AFTER}
+    return JSONResponse(job_view(job), headers=headers)
+
+
+def cancel(gw: Gateway, kind: str, job_id: str) -> JSONResponse:
+    job = get_job_or_404(gw, kind, job_id)
+    if job.status in ("succeeded", "failed"):
+        raise Problem(409, f"{kind} {job_id!r} already {job.status}; nothing to cancel")
+    jobs.request_cancel(gw.db, job_id)
+    return JSONResponse(job_view(jobs.get_job(gw.db, job_id)), status_code=202)
+
+
+def list_jobs(gw: Gateway, kind: str, status: str | None, model_id: str | None, limit: int,
+              offset: int, schedule_id: str | None = None) -> dict:
+    query = select(JobRecord).where(JobRecord.kind == kind)
+    if status is not None:
+        if status not in STATUSES:
+            raise Problem(422, f"status: must be one of {', '.join(STATUSES)}")
+        query = query.where(JobRecord.status == status)
+    if model_id is not None:
+        column = JobRecord.model_id if kind == "audit" else JobRecord.result_model_id
+        query = query.where(column == model_id)
+    if schedule_id is not None:
+        query = query.where(JobRecord.schedule_id == schedule_id)
+    with gw.db.session() as s:
+        rows = s.execute(query.order_by(JobRecord.created_at.desc(), JobRecord.id)
+                         .limit(limit).offset(offset)).scalars().all()
+    return {"items": [job_view(j) for j in rows], "limit": limit, "offset": offset}
+

@@ -1,0 +1,130 @@
+"""/v1/models: register a checkpoint (streamed to the artifact store), list, get, delete.
+
+Registration checks what can be checked without running the model: the metadata, the file's
+format from its content (never unpickling anything) and, for weights-only formats, that the
+architecture is registered. Loading and the first forward pass happen in the worker, where a
+checkpoint that cannot run fails its job with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import Response
+from sqlalchemy import func, select
+
+from robustness.errors import ModelLoadError
+from robustness.models import ModelMetadata
+from robustness.models.formats import SAFETENSORS, STATE_DICT, detect_format
+from robustness.models.registry import check_architecture, default_input_shape
+from service.problems import Problem
+from service.routes.records import get_or_404, page
+from service.state import Gateway, GatewayDep
+from service.views import model_view
+from workers.artifacts import TooLarge
+from workers.db import JobRecord, ModelRecord, new_id, utcnow
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+CHUNK = 1 << 20
+
+
+def _metadata(raw: str | None) -> ModelMetadata:
+    if raw is None or not raw.strip():
+        return ModelMetadata()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise Problem(422, f"metadata: not valid JSON ({exc.msg} at position {exc.pos})")
+    if not isinstance(data, dict):
+        raise Problem(422, "metadata: must be a JSON object")
+    try:
+        return ModelMetadata.parse(data)
+    except ModelLoadError as exc:
+        raise Problem(422, f"metadata: {exc}")
+
+
+@router.post("", status_code=201, summary="Register a model checkpoint")
+def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2 "
+                                                    "(torch.export), TorchScript or .pt "
+                                                    "state_dict")],
+                 gw: GatewayDep,
+                 metadata: Annotated[str | None, Form(description="JSON: name, architecture, "
+                                                      "num_classes, input_shape, "
+                                                      "preprocessing, labels")] = None):
+    meta = _metadata(metadata)
+
+    def chunks():
+        while block := file.file.read(CHUNK):
+            yield block
+
+    # The server has spooled the upload to a temporary file; copy it in chunks while hashing
+    # (a sync route, so this runs in the thread pool, not on the event loop).
+    try:
+        sha, size = gw.store.put_chunks(chunks(), gw.settings.max_upload_bytes)
+    except TooLarge as exc:
+        raise Problem(413, f"file: {exc}")
+    if size == 0:
+        _forget(gw, sha)
+        raise Problem(422, "file: is empty")
+    path = gw.store.path(sha)
+    try:
+        fmt = detect_format(path)
+        if fmt in (SAFETENSORS, STATE_DICT):
+            if not meta.architecture:
+                raise ModelLoadError(f"metadata.architecture: required for a weights-only "
+                                     f"{fmt} checkpoint (a registry name such as "
+                                     f"madry_mnist, or upload a .pt2 torch.export archive)")
+            check_architecture(meta.architecture)
+            if meta.num_classes is None:
+                raise ModelLoadError("metadata.num_classes: required for a weights-only "
+                                     "checkpoint")
+            if meta.input_shape is None and default_input_shape(meta.architecture) is None:
+                raise ModelLoadError(f"metadata.input_shape: required for {meta.architecture}")
+    except ModelLoadError as exc:
+        _forget(gw, sha)
+        raise Problem(422, str(exc))
+    record = ModelRecord(id=new_id("mdl"), name=meta.name or file.filename, sha256=sha,
+                         size=size, format=fmt, model_metadata=meta.model_dump(exclude_none=True),
+                         created_at=utcnow())
+    with gw.db.session.begin() as s:
+        s.add(record)
+    return model_view(record)
+
+
+def _forget(gw: Gateway, sha: str) -> None:
+    with gw.db.session() as s:
+        used = s.execute(select(func.count()).select_from(ModelRecord)
+                         .where(ModelRecord.sha256 == sha)).scalar_one()
+    if not used:
+        gw.store.path(sha).unlink(missing_ok=True)
+
+
+@router.get("", summary="List models")
+def list_models(gw: GatewayDep, limit: int = Query(100, ge=1, le=1000),
+                offset: int = Query(0, ge=0)):
+    return page(gw, ModelRecord, model_view, limit, offset)
+
+
+@router.get("/{model_id}", summary="Get a model")
+def get_model(gw: GatewayDep, model_id: str):
+    return model_view(get_or_404(gw, ModelRecord, model_id, "model"), card=True)
+
+
+@router.delete("/{model_id}", status_code=204, summary="Delete a model")
+def delete_model(gw: GatewayDep, model_id: str):
+    with gw.db.session.begin() as s:
+        record = s.get(ModelRecord, model_id)
+        if record is None:
+            raise Problem(404, f"no model {model_id!r}")
+        active = s.execute(select(JobRecord.id).where(
+            JobRecord.model_id == model_id,
+            JobRecord.status.in_(("queued", "running"))).limit(1)).scalar()
+        if active:
+            raise Problem(409, f"model {model_id!r} is used by job {active!r}, which is "
+                               f"queued or running; cancel it or wait for it to finish")
+        sha = record.sha256
+        s.delete(record)
+    _forget(gw, sha)
+    return Response(status_code=204)

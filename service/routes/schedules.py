@@ -1,0 +1,89 @@
+"""/v1/schedules: audits on a cron schedule; each firing is an ordinary audit that names its
+`schedule_id` (`GET /v1/audits?schedule_id=`) and, with `callback_url`, is POSTed there when
+it ends."""
+
+from __future__ import annotations
+
+from croniter import croniter
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import Field, field_validator
+
+from robustness.spec import AuditSpec, Strict, parse_spec
+from service.problems import Problem
+from service.routes import jobs
+from service.routes.audits import read_json
+from service.routes.records import get_or_404, page
+from service.schedules import next_fire
+from service.state import GatewayDep
+from service.views import iso
+from workers.db import ScheduleRecord, new_id, utcnow
+
+router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
+
+
+class ScheduleSpec(Strict):
+    cron: str = Field(max_length=200, description="5-field cron, UTC, e.g. '0 3 * * *'")
+    audit: AuditSpec = Field(description="an audit spec, as the body of POST /v1/audits")
+    callback_url: str | None = Field(default=None, max_length=2000,
+                                     pattern=r"^https?://",
+                                     description="POSTed the audit's status when it ends")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a 5-field cron expression (minute hour "
+                             f"day-of-month month day-of-week), e.g. '0 3 * * *'")
+        return v
+
+
+def view(r: ScheduleRecord) -> dict:
+    return {"id": r.id, "cron": r.cron, "audit": r.audit, "callback_url": r.callback_url,
+            "next_run_at": iso(r.next_run_at), "last_run_at": iso(r.last_run_at),
+            "last_audit_id": r.last_job_id, "created_at": iso(r.created_at),
+            "links": {"self": f"/v1/schedules/{r.id}",
+                      "audits": f"/v1/audits?schedule_id={r.id}"}}
+
+
+@router.post("", status_code=201, summary="Schedule a recurring audit",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": {"$ref": "#/components/schemas/"
+                                                         "ScheduleSpec"}}}}})
+async def create_schedule(gw: GatewayDep, request: Request):
+    spec = parse_spec(ScheduleSpec, await read_json(request))
+    audit = spec.audit
+    jobs.require_model(gw, audit.model_id, "audit.model_id")
+    now = utcnow()
+    record = ScheduleRecord(id=new_id("sch"), cron=spec.cron,
+                            audit=audit.model_dump(mode="json", exclude_unset=True),
+                            callback_url=spec.callback_url, next_run_at=next_fire(spec.cron, now),
+                            created_at=now)
+    with gw.db.session.begin() as s:
+        s.add(record)
+    return JSONResponse(view(record), status_code=201,
+                        headers={"Location": f"/v1/schedules/{record.id}"})
+
+
+@router.get("", summary="List schedules")
+def list_schedules(gw: GatewayDep, limit: int = Query(100, ge=1, le=1000),
+                   offset: int = Query(0, ge=0)):
+    return page(gw, ScheduleRecord, view, limit, offset)
+
+
+@router.get("/{schedule_id}", summary="Get a schedule")
+def get_schedule(gw: GatewayDep, schedule_id: str):
+    return view(get_or_404(gw, ScheduleRecord, schedule_id, "schedule"))
+
+
+@router.delete("/{schedule_id}", status_code=204, summary="Delete a schedule (its audits stay)")
+def delete_schedule(gw: GatewayDep, schedule_id: str):
+    with gw.db.session.begin() as s:
+        record = s.get(ScheduleRecord, schedule_id)
+        if record is None:
+            raise Problem(404, f"no schedule {schedule_id!r}")
+        s.delete(record)
+    return Response(status_code=204)
+
+
+SCHEMAS = {"ScheduleSpec": ScheduleSpec}

@@ -1,0 +1,43 @@
+"""/v1/trainings: adversarial training jobs; a succeeded one registers its model."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+
+from robustness.training import TrainingSpec, parse_training_spec
+from service.routes import jobs
+from service.routes.audits import read_json
+from service.state import GatewayDep
+
+router = APIRouter(prefix="/v1/trainings", tags=["trainings"])
+KIND = "training"
+
+
+@router.post("", status_code=202, summary="Submit a training job",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": {"$ref": "#/components/schemas/"
+                                                         "TrainingSpec"}}}}})
+async def submit_training(gw: GatewayDep, request: Request):
+    spec = parse_training_spec(await read_json(request))
+    if spec.teacher_model_id is not None:
+        jobs.require_model(gw, spec.teacher_model_id, "teacher_model_id")
+    return jobs.submit(gw, KIND, spec, None)
+
+
+@router.get("", summary="List trainings")
+def list_trainings(gw: GatewayDep, status: str | None = None, model_id: str | None = None,
+                   limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)):
+    return jobs.list_jobs(gw, KIND, status, model_id, limit, offset)
+
+
+@router.get("/{training_id}", summary="Training status, progress and per-epoch history")
+def get_training(gw: GatewayDep, training_id: str):
+    return jobs.status_response(jobs.get_job_or_404(gw, KIND, training_id))
+
+
+@router.post("/{training_id}/cancel", status_code=202, summary="Cancel a training")
+def cancel_training(gw: GatewayDep, training_id: str):
+    return jobs.cancel(gw, KIND, training_id)
+
+
+SCHEMAS = {"TrainingSpec": TrainingSpec}

@@ -1,0 +1,87 @@
+"""Cron-timed audits and completion callbacks, driven by the gateway's housekeeping loop.
+
+A firing is claimed with a conditional UPDATE of `next_run_at`, so several gateways never fire
+one schedule twice. Callbacks are POSTed by the gateway (workers may have no way out of their
+network), retried a few times, and their outcome recorded on the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import httpx
+from croniter import croniter
+from sqlalchemy import select, update
+
+from service.problems import Problem
+from service.views import job_view
+from workers.db import FINAL_STATES, JobRecord, ScheduleRecord, utcnow
+from workers.jobs import new_job
+from workers.reconcile import send
+
+log = logging.getLogger(__name__)
+CALLBACK_ATTEMPTS = 3
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def next_fire(cron: str, after: datetime) -> datetime:
+    if not croniter.is_valid(cron):
+        raise Problem(422, f"cron: {cron!r} is not a 5-field cron expression (minute hour "
+                           f"day-of-month month day-of-week), e.g. '0 3 * * *'")
+    return croniter(cron, _aware(after)).get_next(datetime)
+
+
+def fire_due(gw, now: datetime | None = None) -> list[str]:
+    """Create (and enqueue) the audits of every schedule due at `now`; returns their ids."""
+    now = _aware(now or utcnow())
+    with gw.db.session() as s:
+        due = list(s.execute(select(ScheduleRecord)
+                             .where(ScheduleRecord.next_run_at <= now)).scalars())
+    created = []
+    for schedule in due:
+        job = new_job("audit", schedule.audit, schedule.audit.get("model_id"),
+                      schedule_id=schedule.id, callback_url=schedule.callback_url)
+        with gw.db.session.begin() as s:
+            claimed = s.execute(
+                update(ScheduleRecord)
+                .where(ScheduleRecord.id == schedule.id,
+                       ScheduleRecord.next_run_at == schedule.next_run_at)
+                .values(next_run_at=next_fire(schedule.cron, now), last_run_at=now,
+                        last_job_id=job.id)).rowcount == 1
+            if claimed:
+                s.add(job)
+        if claimed:
+            send(gw.celery, gw.db, job)
+            created.append(job.id)
+    return created
+
+
+def deliver_callbacks(gw, timeout: float = 5.0) -> int:
+    """POST each finished job's status to its callback_url; returns how many were sent."""
+    with gw.db.session() as s:
+        pending = list(s.execute(select(JobRecord).where(
+            JobRecord.callback_url.is_not(None), JobRecord.status.in_(FINAL_STATES),
+            JobRecord.callback_status.is_(None),
+            JobRecord.callback_attempts < CALLBACK_ATTEMPTS)).scalars())
+    sent = 0
+    for job in pending:
+        try:
+            r = httpx.post(job.callback_url, json=job_view(job), timeout=timeout)
+            status = f"{r.status_code}" if r.status_code < 300 else None
+            error = None if status else f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            status, error = None, f"{type(exc).__name__}: {exc}"
+        attempts = job.callback_attempts + 1
+        if status is None and attempts >= CALLBACK_ATTEMPTS:
+            status = f"gave up: {error}"[:200]
+        with gw.db.session.begin() as s:
+            s.execute(update(JobRecord).where(JobRecord.id == job.id)
+                      .values(callback_status=status, callback_attempts=attempts))
+        sent += status is not None and not status.startswith("gave up")
+        if error:
+            log.warning("callback of %s to %s failed: %s", job.id, job.callback_url, error)
+    return sent

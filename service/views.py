@@ -1,0 +1,62 @@
+"""JSON views of stored records: what GET returns for a model or a job."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from workers.db import JobRecord, ModelRecord
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were stored in UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def model_view(r: ModelRecord, card: bool = False) -> dict:
+    out = {"id": r.id, "name": r.name, "sha256": r.sha256, "size": r.size, "format": r.format,
+           "metadata": r.model_metadata, "source_training_id": r.source_training_id,
+           "created_at": iso(r.created_at), "links": {"self": f"/v1/models/{r.id}"}}
+    if card and r.card is not None:
+        out["card"] = r.card
+    return out
+
+
+def job_path(job: JobRecord) -> str:
+    return f"/v1/{'audits' if job.kind == 'audit' else 'trainings'}/{job.id}"
+
+
+def job_view(job: JobRecord) -> dict:
+    total, done = job.progress_total or 0, job.progress_completed or 0
+    base = job_path(job)
+    out = {
+        "id": job.id, "kind": job.kind, "status": job.status,
+        "progress": {"completed": done, "total": total,
+                     "fraction": round(done / total, 4) if total else
+                     (1.0 if job.status == "succeeded" else 0.0),
+                     "phase": job.phase},
+        "error": job.error, "cancel_requested": job.cancel_requested,
+        "attempts": job.attempts, "spec": job.spec,
+        "created_at": iso(job.created_at), "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at), "seconds": job.seconds,
+        "summary": job.summary,
+        "links": {"self": base, "cancel": f"{base}/cancel"},
+    }
+    if job.kind == "audit":
+        out["model_id"] = job.model_id
+        out["schedule_id"] = job.schedule_id
+        if job.callback_url:
+            out["callback"] = {"url": job.callback_url, "status": job.callback_status,
+                               "attempts": job.callback_attempts}
+        if job.status == "succeeded":
+            out["links"].update(report=f"{base}/report", report_html=f"{base}/report.html",
+                                examples=f"{base}/examples",
+                                adversarial=f"{base}/adversarial")
+    else:
+        out["model_id"] = job.result_model_id
+        out["history"] = job.history or []
+        if job.result_model_id:
+            out["links"]["model"] = f"/v1/models/{job.result_model_id}"
+    return out

@@ -1,0 +1,185 @@
+"""Real service processes for the end-to-end tests: `robustness serve` (embedded), or
+`robustness serve --no-worker` plus `robustness worker` on the machine's Redis and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+REDIS_URL = os.environ.get("ROBUSTNESS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+POSTGRES_ADMIN_URL = os.environ.get("ROBUSTNESS_TEST_POSTGRES_URL",
+                                    "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def require_services() -> bool:
+    """CI sets ROBUSTNESS_TEST_REQUIRE_SERVICES=1: a missing Redis or PostgreSQL then fails the
+    run instead of skipping the tests that need them."""
+    return bool(os.environ.get("ROBUSTNESS_TEST_REQUIRE_SERVICES"))
+
+
+def unavailable(what: str, exc: Exception):
+    message = f"{what} is not reachable ({exc}); these tests need it running"
+    if require_services():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_redis_url() -> str:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=3)
+        client.flushdb()
+    except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+        unavailable(f"Redis at {REDIS_URL}", exc)
+    return REDIS_URL
+
+
+class PostgresDatabase:
+    """A database of its own per test session, dropped afterwards."""
+
+    def __init__(self):
+        import psycopg
+
+        self.name = f"robustness_test_{uuid.uuid4().hex[:10]}"
+        try:
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as c:
+                c.execute(f'CREATE DATABASE "{self.name}"')
+        except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+            unavailable(f"PostgreSQL at {POSTGRES_ADMIN_URL}", exc)
+        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+        self.url = f"{base}/{self.name}"
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+class Service:
+    """Processes started with the same commands and environment variables as the README and
+    docker-compose.yml use; stopped (and their logs shown on failure) at teardown."""
+
+    def __init__(self, home: Path, env: dict[str, str], split: bool):
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "ROBUSTNESS_HOME": str(home),
+                    "ROBUSTNESS_HEARTBEAT_SECONDS": "0.5", "ROBUSTNESS_RECONCILE_SECONDS": "1",
+                    "ROBUSTNESS_LEASE_SECONDS": "6",
+                    "ROBUSTNESS_DEVICE": "cpu", "OMP_NUM_THREADS": "1", **env}
+        for key in ("DATABASE_URL", "REDIS_URL"):
+            if key not in env:
+                self.env.pop(key, None)
+        self.split = split
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+
+    def start_process(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = self.home / f"{name}.log"
+        self.logs[name] = log
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=self.env,
+                                stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                                start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> Service:
+        if self.split:
+            self.start_process("gateway", ["serve", "--no-worker", "--port", str(self.port)])
+            self.start_process("worker", ["worker", "--concurrency", "1"])
+        else:
+            self.start_process("gateway", ["serve", "--port", str(self.port)])
+        self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"service not healthy after {timeout} s:\n{self.tail()}")
+
+    def tail(self, chars: int = 4000) -> str:
+        return "\n".join(f"--- {name} ---\n{path.read_text(errors='replace')[-chars:]}"
+                         for name, path in self.logs.items() if path.exists())
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its pool, as a lost machine would: the split deployment's
+        worker process, or the embedded gateway's child worker (whose pid it logs)."""
+        import re
+        import signal
+
+        if self.split:
+            os.killpg(self.procs["worker"].pid, signal.SIGKILL)
+            self.procs.pop("worker").wait()
+            return
+        log = self.logs["gateway"].read_text(errors="replace")
+        pid = int(re.findall(r"child process (\d+)", log)[-1])
+        os.killpg(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        import signal
+
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self._kill_orphans()
+
+    def _kill_orphans(self) -> None:
+        """The embedded gateway stops its worker; should it have failed to, do it here."""
+        import re
+        import signal
+
+        log = self.logs.get("gateway")
+        if self.split or log is None or not log.exists():
+            return
+        for pid in map(int, re.findall(r"child process (\d+)", log.read_text(errors="replace"))):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def wait_for(client: httpx.Client, path: str, until, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(path).json()
+        if until(body):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not reach the expected state: {body}")
+        time.sleep(0.3)
+
+
+def finished(body: dict) -> bool:
+    return body["status"] in ("succeeded", "failed", "cancelled")

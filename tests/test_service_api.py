@@ -1,0 +1,334 @@
+"""The gateway in process (no worker): validation, problem+json errors, the model registry,
+job records and the reconciler that re-enqueues jobs whose message was lost."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from service_processes import PostgresDatabase, fresh_redis_url
+from sqlalchemy import update
+
+from robustness.models import save_state_dict
+from service.app import create_app
+from workers import jobs
+from workers.db import JobRecord, utcnow
+from workers.reconcile import queued_message_ids, reconcile
+from workers.settings import Settings
+
+METADATA = {"name": "digits-cnn", "architecture": "madry_mnist", "num_classes": 10,
+            "input_shape": [1, 8, 8]}
+AUDIT = {"dataset": {"name": "digits", "n": 20}, "attacks": [{"name": "fgsm"}],
+         "epsilons": [0.1]}
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(home=tmp_path, max_upload_bytes=2_000_000)
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def weights(digits_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "digits.safetensors"
+    save_state_dict(digits_model.net, path)
+    return path.read_bytes()
+
+
+def upload(client, data: bytes, metadata=METADATA, name="m.safetensors"):
+    meta = metadata if isinstance(metadata, str) else json.dumps(metadata)
+    return client.post("/v1/models", files={"file": (name, io.BytesIO(data))},
+                       data={"metadata": meta})
+
+
+def assert_problem(r, status: int, *fragments: str):
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["status"] == status and body["title"]
+    for fragment in fragments:
+        assert fragment in body["detail"], body["detail"]
+
+
+def test_model_registry_round_trip(client, weights, settings):
+    r = upload(client, weights)
+    assert r.status_code == 201, r.text
+    model = r.json()
+    assert model["format"] == "safetensors" and model["size"] == len(weights)
+    stored = settings.artifacts / model["sha256"][:2] / model["sha256"]
+    assert stored.read_bytes() == weights
+    assert client.get(f"/v1/models/{model['id']}").json()["metadata"] == METADATA
+    listed = client.get("/v1/models").json()
+    assert listed["total"] == 1 and listed["items"][0]["id"] == model["id"]
+    # A second registration of the same bytes shares the file; deleting one keeps it.
+    twin = upload(client, weights).json()
+    assert twin["sha256"] == model["sha256"] and twin["id"] != model["id"]
+    assert client.delete(f"/v1/models/{model['id']}").status_code == 204
+    assert stored.is_file()
+    assert client.delete(f"/v1/models/{twin['id']}").status_code == 204
+    assert not stored.exists()
+    assert_problem(client.get(f"/v1/models/{model['id']}"), 404, model["id"])
+
+
+@pytest.mark.parametrize("data, metadata, status, fragments", [
+    (b"hello, not a model", METADATA, 422, ["unrecognized file content"]),
+    (b"", METADATA, 422, ["file: is empty"]),
+    (None, {"name": "x"}, 422, ["metadata.architecture: required"]),
+    (None, {**METADATA, "architecture": "resnet9000"}, 422, ["unknown architecture",
+                                                             "resnet9000"]),
+    (None, "{not json", 422, ["metadata: not valid JSON"]),
+    (None, {**METADATA, "num_classes": 1}, 422, ["num_classes must be at least 2"]),
+    (b"\0" * 2_000_001, METADATA, 413, ["file: larger than the limit of 2000000 bytes"]),
+])
+def test_bad_uploads_are_refused_with_a_reason(client, weights, settings, data, metadata,
+                                               status, fragments):
+    assert_problem(upload(client, weights if data is None else data, metadata), status,
+                   *fragments)
+    assert client.get("/v1/models").json()["total"] == 0
+    leftovers = [p for p in settings.artifacts.rglob("*") if p.is_file()]
+    assert leftovers == [], "a refused upload must not leave its bytes behind"
+
+
+@pytest.mark.parametrize("body, status, fragments", [
+    (b"{oops", 400, ["body: not valid JSON"]),
+    (b"[1, 2]", 422, ["body: must be a JSON object"]),
+    (json.dumps({**AUDIT, "epsilons": [1.5]}).encode(), 422, ["exceeds the input range"]),
+    (json.dumps({**AUDIT, "attacks": [{"name": "deepfoo"}]}).encode(), 422, ["deepfoo"]),
+    (json.dumps({**AUDIT, "dataset": {"name": "imagenet"}}).encode(), 422, ["dataset.name"]),
+    (json.dumps({**AUDIT, "speed": "fast"}).encode(), 422, ["speed: Extra inputs"]),
+    (json.dumps(AUDIT).encode(), 422, ["model_id: required"]),
+    (json.dumps({**AUDIT, "model_id": "mdl_nope"}).encode(), 422,
+     ["model_id: no model 'mdl_nope'"]),
+])
+def test_bad_audit_specs_are_4xx_naming_the_field(client, body, status, fragments):
+    r = client.post("/v1/audits", content=body, headers={"Content-Type": "application/json"})
+    assert_problem(r, status, *fragments)
+
+
+def test_bad_training_specs_are_4xx_naming_the_field(client):
+    base = {"architecture": "madry_mnist", "dataset": {"name": "digits"}, "epochs": 1}
+    r = client.post("/v1/trainings", json={**base, "method": "pgd"})
+    assert_problem(r, 422, "epsilon: required by method 'pgd'")
+    r = client.post("/v1/trainings", json={**base, "method": "distillation",
+                                           "teacher_model_id": "mdl_gone"})
+    assert_problem(r, 422, "teacher_model_id: no model 'mdl_gone'")
+
+
+def test_queued_job_lifecycle_without_a_worker(client, weights):
+    model_id = upload(client, weights).json()["id"]
+    r = client.post("/v1/audits", json={"model_id": model_id, **AUDIT})
+    assert r.status_code == 202
+    job = r.json()
+    assert r.headers["Location"] == f"/v1/audits/{job['id']}"
+    assert job["status"] == "queued" and job["progress"] == {
+        "completed": 0, "total": 0, "fraction": 0.0, "phase": None}
+    assert_problem(client.get(f"/v1/audits/{job['id']}/report"), 409, "is queued")
+    assert_problem(client.delete(f"/v1/models/{model_id}"), 409, job["id"])
+    assert client.get("/v1/audits", params={"status": "queued"}).json()["items"][0]["id"] \
+        == job["id"]
+    r = client.post(f"/v1/audits/{job['id']}/cancel")
+    assert r.status_code == 202 and r.json()["status"] == "cancelled"
+    assert_problem(client.get("/v1/trainings/" + job["id"]), 404)
+    assert_problem(client.get("/v1/audits/aud_missing"), 404, "aud_missing")
+    assert client.delete(f"/v1/models/{model_id}").status_code == 204
+
+
+def test_openapi_and_docs(client):
+    schema = client.get("/openapi.json").json()
+    assert "/v1/audits/{audit_id}/examples" in schema["paths"]
+    assert "AuditSpec" in schema["components"]["schemas"]
+    assert "TrainingSpec" in schema["components"]["schemas"]
+    ref = schema["paths"]["/v1/audits"]["post"]["requestBody"]["content"]["application/json"]
+    assert ref["schema"]["$ref"] == "#/components/schemas/AuditSpec"
+    assert client.get("/docs").status_code == 200
+    metrics = client.get("/metrics").text
+    assert "robustness_http_requests_total" in metrics and "robustness_models " in metrics
+
+
+def test_claims_are_exclusive_and_outcomes_stored_once(settings):
+    app = create_app(settings)
+    db = app.state.gw.db
+    job = jobs.create_job(db, "audit", AUDIT, None)
+    token = jobs.claim(db, job.id, lease_seconds=60)
+    assert token and jobs.claim(db, job.id, lease_seconds=60) is None
+    assert jobs.touch(db, job.id, token, progress_completed=1, progress_total=4)
+    # The worker went silent past its lease: another claim takes over and the old one is out.
+    with db.session.begin() as s:
+        s.execute(update(JobRecord).where(JobRecord.id == job.id)
+                  .values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+    second = jobs.claim(db, job.id, lease_seconds=60)
+    assert second and second != token
+    assert not jobs.touch(db, job.id, token)
+    assert not jobs.finish(db, job.id, token, "succeeded")
+    assert jobs.finish(db, job.id, second, "succeeded", report_sha256="0" * 64)
+    assert not jobs.finish(db, job.id, second, "failed")
+    done = jobs.get_job(db, job.id)
+    assert (done.status, done.attempts, done.report_sha256) == ("succeeded", 2, "0" * 64)
+
+
+def test_reconciler_re_enqueues_jobs_whose_message_redis_lost(tmp_path, weights):
+    import redis
+
+    pg = PostgresDatabase()
+    try:
+        settings = Settings(home=tmp_path, redis_url=fresh_redis_url(), database_url=pg.url)
+        with TestClient(create_app(settings)) as client:
+            model_id = upload(client, weights).json()["id"]
+            job_id = client.post("/v1/audits", json={"model_id": model_id, **AUDIT}).json()["id"]
+            gw = client.app.state.gw
+            assert queued_message_ids(settings.broker_url) == {job_id}
+            redis.Redis.from_url(settings.redis_url).flushdb()  # a restart without persistence
+            assert queued_message_ids(settings.broker_url) == set()
+            # Within the grace period nothing is resent; after it, the lost message is.
+            assert reconcile(gw.celery, gw.db, lease_seconds=60, grace_seconds=60,
+                             broker_url=settings.broker_url) == []
+            assert reconcile(gw.celery, gw.db, lease_seconds=60, grace_seconds=0,
+                             broker_url=settings.broker_url) == [job_id]
+            assert queued_message_ids(settings.broker_url) == {job_id}
+            # A message that is present is not duplicated.
+            assert reconcile(gw.celery, gw.db, lease_seconds=60, grace_seconds=0,
+                             broker_url=settings.broker_url) == []
+            gw.db.dispose()
+    finally:
+        pg.drop()
+
+
+def test_schedules_fire_ordinary_audits_and_call_back(client, weights):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from service.schedules import deliver_callbacks, fire_due
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        model_id = upload(client, weights).json()["id"]
+        body = {"cron": "0 3 * * *", "audit": {"model_id": model_id, **AUDIT},
+                "callback_url": f"http://127.0.0.1:{server.server_port}/hook"}
+        r = client.post("/v1/schedules", json=body)
+        assert r.status_code == 201, r.text
+        schedule = r.json()
+        assert schedule["next_run_at"].endswith("T03:00:00Z")
+        assert client.get("/v1/schedules").json()["total"] == 1
+        gw = client.app.state.gw
+        # Nothing is due before 03:00; at 03:00 exactly one audit is created, once.
+        from datetime import datetime
+
+        due = datetime.fromisoformat(schedule["next_run_at"])
+        assert fire_due(gw, now=due.replace(hour=2)) == []
+        (audit_id,) = fire_due(gw, now=due)
+        assert fire_due(gw, now=due) == []
+        listed = client.get("/v1/audits", params={"schedule_id": schedule["id"]}).json()
+        assert [a["id"] for a in listed["items"]] == [audit_id]
+        assert listed["items"][0]["spec"] == {"model_id": model_id, **AUDIT}
+        after = client.get(f"/v1/schedules/{schedule['id']}").json()
+        assert after["last_audit_id"] == audit_id and after["next_run_at"] > \
+            schedule["next_run_at"]
+        # The audit ends (cancelled here: no worker runs in this test): the hook hears of it.
+        client.post(f"/v1/audits/{audit_id}/cancel")
+        assert deliver_callbacks(gw) == 1 and deliver_callbacks(gw) == 0
+        assert received[0]["id"] == audit_id and received[0]["status"] == "cancelled"
+        assert client.get(f"/v1/audits/{audit_id}").json()["callback"]["status"] == "204"
+        assert client.delete(f"/v1/schedules/{schedule['id']}").status_code == 204
+        assert_problem(client.get(f"/v1/schedules/{schedule['id']}"), 404)
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"cron": "61 * * * *", "audit": AUDIT}, "cron: '61 * * * *' is not a 5-field cron"),
+    ({"cron": "0 3 * * *", "audit": {"dataset": {"name": "digits"}}},
+     "audit.attacks: Field required"),
+    ({"cron": "0 3 * * *", "audit": {**AUDIT, "epsilons": [3]}}, "exceeds the input range"),
+    ({"cron": "0 3 * * *", "audit": AUDIT, "callback_url": "ftp://x"}, "callback_url"),
+    ({"cron": "0 3 * * *", "audit": {**AUDIT, "model_id": "mdl_x"}}, "audit.model_id: no model"),
+])
+def test_bad_schedules_are_refused(client, body, fragment):
+    assert_problem(client.post("/v1/schedules", json=body), 422, fragment)
+
+
+def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(settings):
+    from workers.celery_app import make_celery
+
+    app = create_app(settings)
+    db = app.state.gw.db
+    job = jobs.create_job(db, "audit", AUDIT, None)
+    for attempt in range(1, 4):
+        assert jobs.claim(db, job.id, lease_seconds=60)
+        with db.session.begin() as s:  # the worker died: no heartbeat for two leases
+            s.execute(update(JobRecord).where(JobRecord.id == job.id)
+                      .values(heartbeat_at=utcnow() - timedelta(seconds=120),
+                              enqueued_at=utcnow() - timedelta(seconds=120)))
+        resent = reconcile(make_celery(settings), db, lease_seconds=60, grace_seconds=0,
+                           broker_url=settings.broker_url, max_attempts=3)
+        assert resent == ([job.id] if attempt < 3 else [])
+    done = jobs.get_job(db, job.id)
+    assert done.status == "failed" and "3 times" in done.error and done.attempts == 3
+
+
+def test_worker_side_limits_and_missing_data_fail_the_job_with_a_reason(tmp_path, weights):
+    """`run_job` in process (what the Celery task calls): the time limit stops a job between
+    batches, and data that is not there fails it with the library's message."""
+    from service.demo import register_file
+    from workers.context import WorkerContext
+    from workers.running import run_job
+
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(weights)
+    ctx = WorkerContext(Settings(home=tmp_path, audit_time_limit=1, heartbeat_seconds=0.2,
+                                 data_root=tmp_path / "no-data", device="cpu"))
+    model_id = register_file(ctx.db, ctx.store, path, METADATA)
+    slow = jobs.create_job(ctx.db, "audit", {
+        "model_id": model_id, "dataset": {"name": "digits", "n": 200},
+        "attacks": [{"name": "pgd", "steps": 2000}], "epsilons": [0.1, 0.2],
+        "batch_size": 20}, model_id)
+    assert run_job(ctx, slow.id) == "failed"
+    done = jobs.get_job(ctx.db, slow.id)
+    assert done.error == "time limit of 1 s exceeded"
+    assert 0 < done.progress_completed < done.progress_total
+    mnist = jobs.create_job(ctx.db, "audit", {"model_id": model_id,
+                                              "dataset": {"name": "mnist", "n": 10},
+                                              **{k: AUDIT[k] for k in ("attacks", "epsilons")}},
+                            model_id)
+    assert run_job(ctx, mnist.id) == "failed"
+    error = jobs.get_job(ctx.db, mnist.id).error
+    assert "no-data" in error and "internal error" not in error
+    assert run_job(ctx, mnist.id).startswith("not claimable")
+
+
+def test_the_demo_model_of_make_run(tmp_path):
+    """`robustness serve --demo` (make run): a model trained in seconds on real digits, and an
+    audit spec its printed curl line submits."""
+    import torch
+
+    from robustness.data import load_dataset
+    from robustness.models import load_model
+    from robustness.spec import parse_audit_spec
+    from service.demo import train_demo
+
+    weights, metadata, audit = train_demo(None)
+    spec = parse_audit_spec({"model_id": "mdl_demo", **audit})
+    model = load_model(weights, metadata, device="cpu").eval()
+    data = load_dataset(spec.dataset)
+    with torch.no_grad():
+        accuracy = float((model(data.x).argmax(1) == data.y).float().mean())
+    assert metadata["name"] == "digits-demo" and accuracy > 0.9

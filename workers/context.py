@@ -1,0 +1,24 @@
+"""What a worker process holds across jobs: settings, database, artifact store, caches."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from workers.artifacts import ArtifactStore
+from workers.cache import LRU
+from workers.db import Database
+from workers.settings import Settings, get_settings
+
+
+class WorkerContext:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.db = Database(settings.sqlalchemy_url)
+        self.store = ArtifactStore(settings.artifacts)
+        self.models = LRU(settings.model_cache_size)
+        self.datasets = LRU(settings.dataset_cache_size)
+
+
+@lru_cache(maxsize=1)
+def worker_context() -> WorkerContext:
+    return WorkerContext(get_settings())

@@ -1,0 +1,104 @@
+"""The database is the source of truth: find jobs whose message is gone and send it again.
+
+Two ways a message vanishes: the broker lost it (Redis restarted without persistence, or the
+gateway died between storing the job and publishing), or a worker took it and died (SIGKILL,
+lost machine) so the job sits `running` with a heartbeat that stopped. A duplicate message is
+harmless (the claim in `workers.jobs` lets exactly one delivery run a job), so when the broker
+cannot be inspected the job is simply sent again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from datetime import timedelta
+
+from sqlalchemy import or_, select
+
+from workers.celery_app import AUDITS, TRAININGS
+from workers.db import Database, JobRecord, utcnow
+
+log = logging.getLogger(__name__)
+
+TASKS = {"audit": ("robustness.audit", AUDITS), "training": ("robustness.training", TRAININGS)}
+
+
+def send(celery, db: Database, job: JobRecord) -> bool:
+    """Publish the job's message; False (job left for the reconciler) if the broker is down."""
+    from workers import jobs
+
+    name, queue = TASKS[job.kind]
+    try:
+        celery.send_task(name, args=[job.id], queue=queue, retry=True,
+                         retry_policy={"max_retries": 1, "interval_start": 0,
+                                       "interval_step": 0.2, "interval_max": 0.5})
+    except Exception as exc:  # noqa: BLE001 - broker down: the job stays queued
+        log.warning("could not enqueue %s (%s); the reconciler will retry", job.id, exc)
+        return False
+    jobs.mark_enqueued(db, job.id)
+    return True
+
+
+def _job_id_of(raw: bytes | str) -> str | None:
+    """The job id a Celery (protocol 2, JSON) message carries, from its raw broker form."""
+    try:
+        message = json.loads(raw)
+        if isinstance(message, list):  # Redis' unacked entries: [message, exchange, key]
+            message = message[0]
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return args[0] if args else None
+    except Exception:  # noqa: BLE001 - not a message of ours
+        return None
+
+
+def queued_message_ids(broker_url: str) -> set[str] | None:
+    """Job ids with a message waiting or delivered-unacknowledged; None if unknown."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        import redis
+
+        client = redis.Redis.from_url(broker_url, socket_timeout=5)
+        raw = [m for q in (AUDITS, TRAININGS) for m in client.lrange(q, 0, -1)]
+        raw += list(client.hvals("unacked"))
+        return {i for i in map(_job_id_of, raw) if i}
+    return None
+
+
+def reconcile(celery, db: Database, *, lease_seconds: float, grace_seconds: float = 10.0,
+              broker_url: str = "", max_attempts: int = 3) -> list[str]:
+    """One pass; returns the ids sent again."""
+    from workers.jobs import give_up_on_stale
+
+    failed = give_up_on_stale(db, lease_seconds, max_attempts)
+    if failed:
+        log.warning("gave up on %s after %d attempts", failed, max_attempts)
+    now = utcnow()
+    grace = now - timedelta(seconds=grace_seconds)
+    stale = now - timedelta(seconds=lease_seconds)
+    with db.session() as s:
+        candidates = list(s.execute(select(JobRecord).where(or_(
+            (JobRecord.status == "running") & (JobRecord.heartbeat_at < stale)
+            & or_(JobRecord.enqueued_at.is_(None), JobRecord.enqueued_at < stale),
+            (JobRecord.status == "queued") & (JobRecord.enqueued_at.is_(None))
+            & (JobRecord.created_at < grace),
+            (JobRecord.status == "queued") & (JobRecord.enqueued_at < grace)))).scalars())
+    if not candidates:
+        return []
+    try:
+        present = queued_message_ids(broker_url)
+    except Exception as exc:  # noqa: BLE001 - try again next pass
+        log.warning("cannot inspect the broker (%s); not re-enqueueing this pass", exc)
+        return []
+    resent = []
+    for job in candidates:
+        waiting = job.status == "queued" and job.enqueued_at is not None
+        if waiting and (present is None or job.id in present):
+            continue  # its message is (or may be) still in the broker
+        if send(celery, db, job):
+            resent.append(job.id)
+    if resent:
+        log.warning("re-enqueued %d job(s) whose message was lost: %s", len(resent), resent)
+    return resent
