@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 
 import numpy as np
 import torch
 
+from robustness.evaluation.export import tensor_key
 from service.problems import Problem
 
 
@@ -19,6 +21,8 @@ def _eps_matches(a: float, b: float) -> bool:
 
 def select_columns(report: dict, attack: str | None, epsilon: float | None) -> list[dict]:
     """The report's adversarial columns for `attack` (its label) and `epsilon`, checked."""
+    if epsilon is not None and not math.isfinite(epsilon):
+        raise Problem(422, f"epsilon: {epsilon} is not a finite number")
     cols = report["examples"]["adversarial"]
     labels = sorted({c["label"] for c in cols})
     if attack is not None and attack not in labels:
@@ -27,7 +31,10 @@ def select_columns(report: dict, attack: str | None, epsilon: float | None) -> l
     chosen = [c for c in cols if attack is None or c["label"] == attack]
     if epsilon is not None:
         grid = sorted({c["epsilon"] for c in chosen})
-        chosen = [c for c in chosen if _eps_matches(c["epsilon"], epsilon)]
+        # The exact float when the report has it (a decimal in a URL parses to the same
+        # double as in the report's JSON), else the nearest within rounding noise.
+        chosen = ([c for c in chosen if c["epsilon"] == epsilon]
+                  or [c for c in chosen if _eps_matches(c["epsilon"], epsilon)])
         if not chosen:
             raise Problem(422, f"epsilon: {epsilon:g} is not in this report's grid"
                                f"{' for ' + attack if attack else ''}: "
@@ -91,9 +98,8 @@ def adversarial_file(tensors: dict[str, torch.Tensor], report: dict, attack: str
     inputs are not included (the user has the data set); labels, the report's predictions and
     confidences are, aligned with `index`."""
     (col,) = select_columns(report, attack, epsilon)
-    key = next((k for k in tensors if k.startswith(f"x_adv/{attack}/")
-                and _eps_matches(float(k.rsplit("/", 1)[1]), col["epsilon"])), None)
-    if key is None:
+    key = tensor_key(col["label"], col["epsilon"])
+    if key not in tensors:
         raise Problem(404, f"the adversarial examples of {attack} at ε={epsilon:g} were not "
                            f"stored for this audit")
     out = {"x_adv": tensors[key].contiguous(), "index": tensors["index"],

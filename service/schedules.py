@@ -43,21 +43,33 @@ def fire_due(gw, now: datetime | None = None) -> list[str]:
                              .where(ScheduleRecord.next_run_at <= now)).scalars())
     created = []
     for schedule in due:
-        job = new_job("audit", schedule.audit, schedule.audit.get("model_id"),
-                      schedule_id=schedule.id, callback_url=schedule.callback_url)
-        with gw.db.session.begin() as s:
-            claimed = s.execute(
-                update(ScheduleRecord)
-                .where(ScheduleRecord.id == schedule.id,
-                       ScheduleRecord.next_run_at == schedule.next_run_at)
-                .values(next_run_at=next_fire(schedule.cron, now), last_run_at=now,
-                        last_job_id=job.id)).rowcount == 1
-            if claimed:
-                s.add(job)
-        if claimed:
-            send(gw.celery, gw.db, job)
-            created.append(job.id)
+        try:
+            job_id = _fire(gw, schedule, now)
+        except Exception:
+            log.exception("schedule %s could not fire", schedule.id)
+            continue
+        if job_id:
+            created.append(job_id)
     return created
+
+
+def _fire(gw, schedule: ScheduleRecord, now: datetime) -> str | None:
+    """Claim this firing (a conditional UPDATE of next_run_at) and create its audit."""
+    job = new_job("audit", schedule.audit, schedule.audit.get("model_id"),
+                  schedule_id=schedule.id, callback_url=schedule.callback_url)
+    with gw.db.session.begin() as s:
+        claimed = s.execute(
+            update(ScheduleRecord)
+            .where(ScheduleRecord.id == schedule.id,
+                   ScheduleRecord.next_run_at == schedule.next_run_at)
+            .values(next_run_at=next_fire(schedule.cron, now), last_run_at=now,
+                    last_job_id=job.id)).rowcount == 1
+        if claimed:
+            s.add(job)
+    if not claimed:
+        return None
+    send(gw.celery, gw.db, job)
+    return job.id
 
 
 def deliver_callbacks(gw, timeout: float = 5.0) -> int:
@@ -69,18 +81,25 @@ def deliver_callbacks(gw, timeout: float = 5.0) -> int:
             JobRecord.callback_attempts < CALLBACK_ATTEMPTS)).scalars())
     sent = 0
     for job in pending:
+        attempts = job.callback_attempts + 1
+        with gw.db.session.begin() as s:  # claim this attempt: one gateway sends it
+            if s.execute(update(JobRecord).where(
+                    JobRecord.id == job.id, JobRecord.callback_status.is_(None),
+                    JobRecord.callback_attempts == job.callback_attempts)
+                    .values(callback_attempts=attempts)).rowcount != 1:
+                continue
         try:
             r = httpx.post(job.callback_url, json=job_view(job), timeout=timeout)
             status = f"{r.status_code}" if r.status_code < 300 else None
             error = None if status else f"HTTP {r.status_code}"
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of the receiver is recorded
             status, error = None, f"{type(exc).__name__}: {exc}"
-        attempts = job.callback_attempts + 1
         if status is None and attempts >= CALLBACK_ATTEMPTS:
             status = f"gave up: {error}"[:200]
-        with gw.db.session.begin() as s:
-            s.execute(update(JobRecord).where(JobRecord.id == job.id)
-                      .values(callback_status=status, callback_attempts=attempts))
+        if status is not None:
+            with gw.db.session.begin() as s:
+                s.execute(update(JobRecord).where(JobRecord.id == job.id)
+                          .values(callback_status=status))
         sent += status is not None and not status.startswith("gave up")
         if error:
             log.warning("callback of %s to %s failed: %s", job.id, job.callback_url, error)

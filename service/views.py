@@ -34,8 +34,9 @@ def job_view(job: JobRecord) -> dict:
     out = {
         "id": job.id, "kind": job.kind, "status": job.status,
         "progress": {"completed": done, "total": total,
-                     "fraction": round(done / total, 4) if total else
-                     (1.0 if job.status == "succeeded" else 0.0),
+                     # a training that stopped early has done all it will do
+                     "fraction": 1.0 if job.status == "succeeded" else
+                     (round(done / total, 4) if total else 0.0),
                      "phase": job.phase},
         "error": job.error, "cancel_requested": job.cancel_requested,
         "attempts": job.attempts, "spec": job.spec,

@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from service_processes import PostgresDatabase, fresh_redis_url
 from sqlalchemy import update
@@ -27,7 +28,9 @@ AUDIT = {"dataset": {"name": "digits", "n": 20}, "attacks": [{"name": "fgsm"}],
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings(home=tmp_path, max_upload_bytes=2_000_000)
+    # The tests drive reconcile/fire_due/deliver_callbacks themselves: keep the gateway's own
+    # housekeeping thread from racing them.
+    return Settings(home=tmp_path, max_upload_bytes=2_000_000, reconcile_seconds=3600)
 
 
 @pytest.fixture
@@ -107,6 +110,12 @@ def test_bad_uploads_are_refused_with_a_reason(client, weights, settings, data, 
     (json.dumps(AUDIT).encode(), 422, ["model_id: required"]),
     (json.dumps({**AUDIT, "model_id": "mdl_nope"}).encode(), 422,
      ["model_id: no model 'mdl_nope'"]),
+    (json.dumps({**AUDIT, "model_id": "m", "dataset": {"name": "tensors",
+                                                       "path": "/etc/passwd"}}).encode(),
+     422, ["dataset.path: '/etc/passwd' must be relative to the data root"]),
+    (json.dumps({**AUDIT, "model_id": "m", "dataset": {"name": "tensors",
+                                                       "path": "a/../../x.npz"}}).encode(),
+     422, ["dataset.path: 'a/../../x.npz' must be relative"]),
 ])
 def test_bad_audit_specs_are_4xx_naming_the_field(client, body, status, fragments):
     r = client.post("/v1/audits", content=body, headers={"Content-Type": "application/json"})
@@ -179,7 +188,8 @@ def test_reconciler_re_enqueues_jobs_whose_message_redis_lost(tmp_path, weights)
 
     pg = PostgresDatabase()
     try:
-        settings = Settings(home=tmp_path, redis_url=fresh_redis_url(), database_url=pg.url)
+        settings = Settings(home=tmp_path, redis_url=fresh_redis_url(), database_url=pg.url,
+                            reconcile_seconds=3600)
         with TestClient(create_app(settings)) as client:
             model_id = upload(client, weights).json()["id"]
             job_id = client.post("/v1/audits", json={"model_id": model_id, **AUDIT}).json()["id"]
@@ -261,6 +271,7 @@ def test_schedules_fire_ordinary_audits_and_call_back(client, weights):
     ({"cron": "0 3 * * *", "audit": {**AUDIT, "epsilons": [3]}}, "exceeds the input range"),
     ({"cron": "0 3 * * *", "audit": AUDIT, "callback_url": "ftp://x"}, "callback_url"),
     ({"cron": "0 3 * * *", "audit": {**AUDIT, "model_id": "mdl_x"}}, "audit.model_id: no model"),
+    ({"cron": "0 3 * * *", "audit": AUDIT, "callback_url": "http://[::1"}, "is not a URL"),
 ])
 def test_bad_schedules_are_refused(client, body, fragment):
     assert_problem(client.post("/v1/schedules", json=body), 422, fragment)
@@ -274,6 +285,11 @@ def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(settings):
     job = jobs.create_job(db, "audit", AUDIT, None)
     for attempt in range(1, 4):
         assert jobs.claim(db, job.id, lease_seconds=60)
+        if (settings.home / "broker.db").exists():  # the worker took the message, then died
+            import sqlite3
+
+            with sqlite3.connect(settings.home / "broker.db") as conn:
+                conn.execute("UPDATE kombu_message SET visible = 0")
         with db.session.begin() as s:  # the worker died: no heartbeat for two leases
             s.execute(update(JobRecord).where(JobRecord.id == job.id)
                       .values(heartbeat_at=utcnow() - timedelta(seconds=120),
@@ -332,3 +348,83 @@ def test_the_demo_model_of_make_run(tmp_path):
     with torch.no_grad():
         accuracy = float((model(data.x).argmax(1) == data.y).float().mean())
     assert metadata["name"] == "digits-demo" and accuracy > 0.9
+
+
+
+def test_query_parameters_out_of_range_are_4xx(client, weights):
+    assert_problem(client.get("/v1/models", params={"offset": 10**20}), 422, "offset")
+    assert_problem(client.get("/v1/audits", params={"limit": 0}), 422, "limit")
+    assert_problem(client.get("/v1/audits", params={"status": "done"}), 422, "status")
+
+
+def test_refused_upload_never_deletes_bytes_stored_for_others(client, weights, settings):
+    """Uploading a report's bytes as a 'model' is refused, and the report stays."""
+    model_id = upload(client, weights).json()["id"]
+    gw = client.app.state.gw
+    report_sha = gw.store.put_bytes(b'{"schema_version": 1}')
+    job = jobs.create_job(gw.db, "audit", AUDIT, model_id)
+    with gw.db.session.begin() as s:
+        s.execute(update(JobRecord).where(JobRecord.id == job.id)
+                  .values(report_sha256=report_sha))
+    assert_problem(upload(client, b'{"schema_version": 1}'), 422, "unrecognized file content")
+    assert gw.store.exists(report_sha)
+    # A schedule that audits a model keeps it from being deleted.
+    r = client.post("/v1/schedules", json={"cron": "0 3 * * *",
+                                           "audit": {"model_id": model_id, **AUDIT}})
+    client.post(f"/v1/audits/{job.id}/cancel")
+    assert_problem(client.delete(f"/v1/models/{model_id}"), 409, r.json()["id"])
+
+
+def test_a_cancel_its_dead_worker_never_saw_ends_the_job(settings):
+    from workers.celery_app import make_celery
+
+    db = create_app(settings).state.gw.db
+    job = jobs.create_job(db, "audit", AUDIT, None)
+    assert jobs.claim(db, job.id, lease_seconds=60)
+    assert jobs.request_cancel(db, job.id) == "running"
+    with db.session.begin() as s:
+        s.execute(update(JobRecord).where(JobRecord.id == job.id)
+                  .values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+    assert reconcile(make_celery(settings), db, lease_seconds=60, grace_seconds=0,
+                     broker_url=settings.broker_url) == []
+    assert jobs.get_job(db, job.id).status == "cancelled"
+
+
+def test_embedded_broker_lost_message_is_re_enqueued(client, weights, settings):
+    import sqlite3
+
+    model_id = upload(client, weights).json()["id"]
+    job_id = client.post("/v1/audits", json={"model_id": model_id, **AUDIT}).json()["id"]
+    assert queued_message_ids(settings.broker_url) == {job_id}
+    with sqlite3.connect(settings.home / "broker.db") as conn:  # a fetch by a worker that died
+        conn.execute("UPDATE kombu_message SET visible = 0")
+    assert queued_message_ids(settings.broker_url) == set()
+    gw = client.app.state.gw
+    assert reconcile(gw.celery, gw.db, lease_seconds=60, grace_seconds=0,
+                     broker_url=settings.broker_url) == [job_id]
+    assert queued_message_ids(settings.broker_url) == {job_id}
+
+
+def test_adversarial_keys_round_trip_any_epsilon(digits_model):
+    """ε = 8/255 has no short decimal form; its stored tensor must still be found."""
+    from robustness.data import load_dataset
+    from robustness.evaluation import run_audit
+    from robustness.evaluation.export import adversarial_tensors
+    from robustness.spec import parse_audit_spec
+    from service.reports import adversarial_file
+
+    eps = 8 / 255
+    spec = parse_audit_spec({"dataset": {"name": "digits", "n": 20},
+                             "attacks": [{"name": "fgsm"}], "epsilons": [eps, 8.0000001 / 255]})
+    result = run_audit(digits_model, load_dataset(spec.dataset), spec, device="cpu",
+                       collect_adversarial=True)
+    tensors = adversarial_tensors(result, result.report)
+    data, _ = adversarial_file(tensors, result.report, "fgsm", eps, "safetensors")
+    from safetensors.torch import load
+
+    out = load(data)
+    assert torch.equal(out["x_adv"], result.adversarial[("fgsm", eps)])
+    from service.problems import Problem
+
+    with pytest.raises(Problem, match="finite"):
+        adversarial_file(tensors, result.report, "fgsm", float("inf"), "npz")

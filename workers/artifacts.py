@@ -33,8 +33,10 @@ class ArtifactStore:
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
-    def put_chunks(self, chunks: Iterable[bytes], limit: int | None = None) -> tuple[str, int]:
-        """Stream chunks to disk; returns (sha256, size). Raises TooLarge past `limit`."""
+    def put_chunks(self, chunks: Iterable[bytes], limit: int | None = None
+                   ) -> tuple[str, int, bool]:
+        """Stream chunks to disk; returns (sha256, size, whether these bytes are new to the
+        store). Raises TooLarge past `limit`."""
         digest, size = hashlib.sha256(), 0
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
         try:
@@ -50,8 +52,9 @@ class ArtifactStore:
             sha = digest.hexdigest()
             final = self.path(sha)
             final.parent.mkdir(exist_ok=True)
+            new = not final.exists()
             os.replace(tmp, final)
-            return sha, size
+            return sha, size, new
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

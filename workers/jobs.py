@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
@@ -24,6 +24,13 @@ def new_job(kind: str, spec: dict, model_id: str | None, **extra) -> JobRecord:
                      status="queued", spec=spec, model_id=model_id, progress_completed=0,
                      progress_total=0, cancel_requested=False, attempts=0,
                      callback_attempts=0, created_at=utcnow(), **extra)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes (stored in UTC); PostgreSQL aware ones in the session's
+    zone. Either way, an aware UTC datetime."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else \
+        value.astimezone(UTC)
 
 
 def create_job(db: Database, kind: str, spec: dict, model_id: str | None, **extra
@@ -57,7 +64,8 @@ def claim(db: Database, job_id: str, lease_seconds: float) -> str | None:
                    or_(JobRecord.status == "queued",
                        (JobRecord.status == "running") & (JobRecord.heartbeat_at < stale)))
             .values(status="running", worker=token, attempts=JobRecord.attempts + 1,
-                    started_at=now, heartbeat_at=now, error=None))
+                    started_at=now, heartbeat_at=now, error=None, progress_completed=0,
+                    progress_total=0, phase=None))
     return token if result.rowcount == 1 else None
 
 
@@ -87,9 +95,7 @@ def finish(db: Database, job_id: str, token: str, status: str, also=None, **valu
         job = s.get(JobRecord, job_id)
         if job is None or job.status != "running" or job.worker != token:
             return False
-        started = job.started_at
-        seconds = (now.replace(tzinfo=None) - started.replace(tzinfo=None)).total_seconds() \
-            if started else None
+        seconds = (now - as_utc(job.started_at)).total_seconds() if job.started_at else None
         result = s.execute(
             update(JobRecord)
             .where(JobRecord.id == job_id, JobRecord.worker == token,
@@ -120,9 +126,14 @@ def give_up_on_stale(db: Database, lease_seconds: float, max_attempts: int) -> l
     """Running jobs whose worker died `max_attempts` times (a job that kills its worker, say
     by exhausting memory) end `failed` instead of looping through the workers."""
     stale = utcnow() - timedelta(seconds=lease_seconds)
-    condition = ((JobRecord.status == "running") & (JobRecord.heartbeat_at < stale)
-                 & (JobRecord.attempts >= max_attempts))
+    dead = (JobRecord.status == "running") & (JobRecord.heartbeat_at < stale)
+    condition = dead & (JobRecord.attempts >= max_attempts) & \
+        JobRecord.cancel_requested.is_(False)
     with db.session.begin() as s:
+        # A cancel that its dead worker never saw is done: nothing runs the job any more.
+        s.execute(update(JobRecord).where(dead, JobRecord.cancel_requested.is_(True)).values(
+            status="cancelled", finished_at=utcnow(),
+            error="cancelled (its worker had stopped responding)"))
         ids = list(s.execute(select(JobRecord.id).where(condition)).scalars())
         if ids:
             s.execute(update(JobRecord).where(JobRecord.id.in_(ids), condition).values(

@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import or_, select
 
@@ -56,14 +57,33 @@ def _job_id_of(raw: bytes | str) -> str | None:
 
 
 def queued_message_ids(broker_url: str) -> set[str] | None:
-    """Job ids with a message waiting or delivered-unacknowledged; None if unknown."""
+    """Job ids with a message waiting in a queue; None if the broker cannot tell.
+
+    Delivered messages do not count: a worker claims its job the moment it receives the
+    message, so a job still queued (past the grace period) or running without heartbeats
+    whose message was delivered belongs to a worker that died, and Redis would hold that
+    message back until its visibility timeout."""
     if broker_url.startswith(("redis://", "rediss://")):
         import redis
 
         client = redis.Redis.from_url(broker_url, socket_timeout=5)
         raw = [m for q in (AUDITS, TRAININGS) for m in client.lrange(q, 0, -1)]
-        raw += list(client.hvals("unacked"))
         return {i for i in map(_job_id_of, raw) if i}
+    if broker_url.startswith("sqla+sqlite:///"):
+        # kombu's SQLAlchemy transport: waiting messages are the visible rows. A fetched
+        # message turns invisible, so one whose worker died before claiming the job is gone:
+        # exactly what this finds.
+        import sqlite3
+
+        path = broker_url[len("sqla+sqlite:///"):]
+        if not Path(path).exists():  # nothing was ever sent
+            return set()
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
+            try:
+                rows = conn.execute("SELECT payload FROM kombu_message WHERE visible = 1")
+            except sqlite3.OperationalError:  # no message was ever sent
+                return set()
+            return {i for (payload,) in rows if (i := _job_id_of(payload))}
     return None
 
 
@@ -95,7 +115,7 @@ def reconcile(celery, db: Database, *, lease_seconds: float, grace_seconds: floa
     resent = []
     for job in candidates:
         waiting = job.status == "queued" and job.enqueued_at is not None
-        if waiting and (present is None or job.id in present):
+        if job.id in (present or ()) or (waiting and present is None):
             continue  # its message is (or may be) still in the broker
         if send(celery, db, job):
             resent.append(job.id)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from workers import jobs
 from workers.cache import key_of
+from workers.confine import confine_dataset_path
 from workers.context import WorkerContext
 from workers.db import JobRecord, ModelRecord, new_id, utcnow
 
@@ -86,7 +87,10 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
     try:
         outcome = (_audit if job.kind == "audit" else _training)(ctx, job, beat)
         beat.done.set()
-        beat.beat()  # the last progress, before the outcome
+        try:
+            beat.beat()  # the last progress, before the outcome
+        except Exception:  # noqa: BLE001 - progress is cosmetic; the outcome is what counts
+            log.warning("last progress update of %s failed", job_id)
         ended = jobs.finish(ctx.db, job_id, token, "succeeded", **outcome)
         return "succeeded" if ended else "finished after losing its claim; outcome dropped"
     except Stop as stop:
@@ -158,6 +162,7 @@ def _audit(ctx: WorkerContext, job: JobRecord, beat: Heartbeat) -> dict:
     from robustness.spec import parse_audit_spec
 
     spec = parse_audit_spec(job.spec)
+    confine_dataset_path(spec.dataset)
     record = _model_record(ctx, job.model_id, "model_id")
     device = _device(ctx)
     beat.record(phase="loading data")
@@ -183,6 +188,7 @@ def _training(ctx: WorkerContext, job: JobRecord, beat: Heartbeat) -> dict:
     from robustness.training import parse_training_spec, save_training, train_from_spec
 
     spec = parse_training_spec(job.spec)
+    confine_dataset_path(spec.dataset)
     device = _device(ctx)
     teacher = None
     if spec.teacher_model_id:

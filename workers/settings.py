@@ -39,13 +39,15 @@ class Settings(BaseSettings):
 
     # Liveness: a running job's worker touches the record at least this often; a record not
     # touched for `lease_seconds` belongs to a dead worker and is redelivered.
-    heartbeat_seconds: float = 5.0
+    heartbeat_seconds: float = 2.0
     lease_seconds: float = 120.0
     reconcile_seconds: float = 10.0
     max_attempts: int = Field(default=3, description="a job whose worker died this many "
                               "times fails instead of being delivered again")
-    visibility_timeout: int = Field(default=3600, description="Redis: seconds before an "
-                                    "unacknowledged message is redelivered")
+    visibility_timeout: int = Field(default=25 * 3600, description="Redis: seconds before an "
+                                    "unacknowledged message is redelivered; longer than any "
+                                    "job, since the reconciler already redelivers the jobs of "
+                                    "dead workers after a lease")
 
     @property
     def sqlalchemy_url(self) -> str:

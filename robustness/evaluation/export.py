@@ -14,11 +14,16 @@ import torch
 from robustness.errors import SpecError
 
 
+def tensor_key(label: str, epsilon: float) -> str:
+    """The key of one (attack, ε): ε written exactly (repr), so any float round-trips."""
+    return f"x_adv/{label}/{float(epsilon)!r}"
+
+
 def adversarial_tensors(result, report: dict) -> dict[str, torch.Tensor]:
     tensors = {"index": torch.tensor(report["examples"]["index"]),
                "label": torch.tensor(report["examples"]["label"])}
     for (label, eps), x in result.adversarial.items():
-        tensors[f"x_adv/{label}/{eps:g}"] = x.contiguous()
+        tensors[tensor_key(label, eps)] = x.contiguous()
     return tensors
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -12,6 +13,7 @@ from service.problems import Problem
 from service.reports import adversarial_file, example_records
 from service.routes import jobs
 from service.state import Gateway, GatewayDep
+from workers.confine import confine_dataset_path
 from workers.db import JobRecord
 
 router = APIRouter(prefix="/v1/audits", tags=["audits"])
@@ -34,6 +36,7 @@ async def read_json(request: Request) -> dict:
                  "application/json": {"schema": {"$ref": "#/components/schemas/AuditSpec"}}}}})
 async def submit_audit(gw: GatewayDep, request: Request):
     spec = parse_audit_spec(await read_json(request))
+    confine_dataset_path(spec.dataset)
     jobs.require_model(gw, spec.model_id, "model_id")
     return jobs.submit(gw, KIND, spec, spec.model_id)
 
@@ -41,7 +44,8 @@ async def submit_audit(gw: GatewayDep, request: Request):
 @router.get("", summary="List audits")
 def list_audits(gw: GatewayDep, status: str | None = None, model_id: str | None = None,
                 schedule_id: str | None = None,
-                limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)):
+                limit: int = Query(100, ge=1, le=1000),
+                offset: int = Query(0, ge=0, le=10**9)):
     return jobs.list_jobs(gw, KIND, status, model_id, limit, offset, schedule_id=schedule_id)
 
 
@@ -65,14 +69,22 @@ def _succeeded(gw: Gateway, audit_id: str) -> JobRecord:
     return job
 
 
+def _artifact(gw: Gateway, sha: str, what: str) -> bytes:
+    try:
+        return gw.store.read_bytes(sha)
+    except FileNotFoundError:
+        raise Problem(410, f"the stored {what} ({sha}) is missing from the artifact store") \
+            from None
+
+
 def _report(gw: Gateway, job: JobRecord) -> dict:
-    return json.loads(gw.store.read_bytes(job.report_sha256))
+    return json.loads(_artifact(gw, job.report_sha256, "report"))
 
 
 @router.get("/{audit_id}/report", summary="The audit report (JSON)")
 def get_report(gw: GatewayDep, audit_id: str):
     job = _succeeded(gw, audit_id)
-    return Response(gw.store.read_bytes(job.report_sha256), media_type="application/json")
+    return Response(_artifact(gw, job.report_sha256, "report"), media_type="application/json")
 
 
 @router.get("/{audit_id}/report.html", summary="The audit report as one HTML page",
@@ -103,11 +115,11 @@ def get_adversarial(gw: GatewayDep, audit_id: str, attack: str, epsilon: float,
     job = _succeeded(gw, audit_id)
     if not job.adversarial_sha256:
         raise Problem(404, f"audit {audit_id!r} stored no adversarial examples")
-    tensors = load(gw.store.read_bytes(job.adversarial_sha256))
+    tensors = load(_artifact(gw, job.adversarial_sha256, "adversarial set"))
     data, media = adversarial_file(tensors, _report(gw, job), attack, epsilon, format)
-    name = f"{audit_id}-{attack}-eps{epsilon:g}.{format}"
+    name = quote(f"{audit_id}-{attack}-eps{epsilon:g}.{format}")
     return Response(data, media_type=media,
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+                    headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"})
 
 
 SCHEMAS = {"AuditSpec": AuditSpec}

@@ -24,7 +24,7 @@ from service.routes.records import get_or_404, page
 from service.state import Gateway, GatewayDep
 from service.views import model_view
 from workers.artifacts import TooLarge
-from workers.db import JobRecord, ModelRecord, new_id, utcnow
+from workers.db import JobRecord, ModelRecord, ScheduleRecord, new_id, utcnow
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 CHUNK = 1 << 20
@@ -62,11 +62,12 @@ def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2
     # The server has spooled the upload to a temporary file; copy it in chunks while hashing
     # (a sync route, so this runs in the thread pool, not on the event loop).
     try:
-        sha, size = gw.store.put_chunks(chunks(), gw.settings.max_upload_bytes)
+        sha, size, new = gw.store.put_chunks(chunks(), gw.settings.max_upload_bytes)
     except TooLarge as exc:
         raise Problem(413, f"file: {exc}")
     if size == 0:
-        _forget(gw, sha)
+        if new:
+            _forget(gw, sha)
         raise Problem(422, "file: is empty")
     path = gw.store.path(sha)
     try:
@@ -83,7 +84,8 @@ def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2
             if meta.input_shape is None and default_input_shape(meta.architecture) is None:
                 raise ModelLoadError(f"metadata.input_shape: required for {meta.architecture}")
     except ModelLoadError as exc:
-        _forget(gw, sha)
+        if new:  # bytes that were already stored (another model, a report) stay
+            _forget(gw, sha)
         raise Problem(422, str(exc))
     record = ModelRecord(id=new_id("mdl"), name=meta.name or file.filename, sha256=sha,
                          size=size, format=fmt, model_metadata=meta.model_dump(exclude_none=True),
@@ -94,16 +96,20 @@ def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2
 
 
 def _forget(gw: Gateway, sha: str) -> None:
+    """Delete stored bytes that no model or job refers to any more."""
     with gw.db.session() as s:
         used = s.execute(select(func.count()).select_from(ModelRecord)
                          .where(ModelRecord.sha256 == sha)).scalar_one()
+        used += s.execute(select(func.count()).select_from(JobRecord).where(
+            (JobRecord.report_sha256 == sha) | (JobRecord.adversarial_sha256 == sha))
+        ).scalar_one()
     if not used:
         gw.store.path(sha).unlink(missing_ok=True)
 
 
 @router.get("", summary="List models")
 def list_models(gw: GatewayDep, limit: int = Query(100, ge=1, le=1000),
-                offset: int = Query(0, ge=0)):
+                offset: int = Query(0, ge=0, le=10**9)):
     return page(gw, ModelRecord, model_view, limit, offset)
 
 
@@ -124,6 +130,11 @@ def delete_model(gw: GatewayDep, model_id: str):
         if active:
             raise Problem(409, f"model {model_id!r} is used by job {active!r}, which is "
                                f"queued or running; cancel it or wait for it to finish")
+        schedule = next((r.id for r in s.execute(select(ScheduleRecord)).scalars()
+                         if r.audit.get("model_id") == model_id), None)
+        if schedule:
+            raise Problem(409, f"model {model_id!r} is audited by schedule {schedule!r}; "
+                               f"delete the schedule first")
         sha = record.sha256
         s.delete(record)
     _forget(gw, sha)

@@ -4,6 +4,7 @@ it ends."""
 
 from __future__ import annotations
 
+import httpx
 from croniter import croniter
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -17,6 +18,7 @@ from service.routes.records import get_or_404, page
 from service.schedules import next_fire
 from service.state import GatewayDep
 from service.views import iso
+from workers.confine import confine_dataset_path
 from workers.db import ScheduleRecord, new_id, utcnow
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
@@ -28,6 +30,18 @@ class ScheduleSpec(Strict):
     callback_url: str | None = Field(default=None, max_length=2000,
                                      pattern=r"^https?://",
                                      description="POSTed the audit's status when it ends")
+
+    @field_validator("callback_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                url = httpx.URL(v)
+            except Exception as exc:  # noqa: BLE001 - httpx raises several kinds
+                raise ValueError(f"{v!r} is not a URL ({exc})") from None
+            if not url.host:
+                raise ValueError(f"{v!r} has no host")
+        return v
 
     @field_validator("cron")
     @classmethod
@@ -53,6 +67,7 @@ def view(r: ScheduleRecord) -> dict:
 async def create_schedule(gw: GatewayDep, request: Request):
     spec = parse_spec(ScheduleSpec, await read_json(request))
     audit = spec.audit
+    confine_dataset_path(audit.dataset)
     jobs.require_model(gw, audit.model_id, "audit.model_id")
     now = utcnow()
     record = ScheduleRecord(id=new_id("sch"), cron=spec.cron,
@@ -67,7 +82,7 @@ async def create_schedule(gw: GatewayDep, request: Request):
 
 @router.get("", summary="List schedules")
 def list_schedules(gw: GatewayDep, limit: int = Query(100, ge=1, le=1000),
-                   offset: int = Query(0, ge=0)):
+                   offset: int = Query(0, ge=0, le=10**9)):
     return page(gw, ScheduleRecord, view, limit, offset)
 
 

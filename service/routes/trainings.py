@@ -8,6 +8,7 @@ from robustness.training import TrainingSpec, parse_training_spec
 from service.routes import jobs
 from service.routes.audits import read_json
 from service.state import GatewayDep
+from workers.confine import confine_dataset_path
 
 router = APIRouter(prefix="/v1/trainings", tags=["trainings"])
 KIND = "training"
@@ -19,6 +20,7 @@ KIND = "training"
                                                          "TrainingSpec"}}}}})
 async def submit_training(gw: GatewayDep, request: Request):
     spec = parse_training_spec(await read_json(request))
+    confine_dataset_path(spec.dataset)
     if spec.teacher_model_id is not None:
         jobs.require_model(gw, spec.teacher_model_id, "teacher_model_id")
     return jobs.submit(gw, KIND, spec, None)
@@ -26,7 +28,8 @@ async def submit_training(gw: GatewayDep, request: Request):
 
 @router.get("", summary="List trainings")
 def list_trainings(gw: GatewayDep, status: str | None = None, model_id: str | None = None,
-                   limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)):
+                   limit: int = Query(100, ge=1, le=1000),
+                offset: int = Query(0, ge=0, le=10**9)):
     return jobs.list_jobs(gw, KIND, status, model_id, limit, offset)
 
 
