@@ -8,12 +8,14 @@ and PostgreSQL (REDIS_URL, DATABASE_URL).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 from robustness import cli as library_cli
 
@@ -37,6 +39,8 @@ def add_commands(sub) -> None:
     worker.add_argument("--loglevel", default="info")
     worker.add_argument("--data-root", help="where data sets are (default "
                         "$ROBUSTNESS_DATA_ROOT)")
+    worker.add_argument("--exit-with-parent", dest="exit_with_parent", action="store_true",
+                        help=argparse.SUPPRESS)
     worker.set_defaults(func=cmd_worker)
 
 
@@ -45,8 +49,24 @@ def _data_root(args) -> None:
         os.environ["ROBUSTNESS_DATA_ROOT"] = str(args.data_root)
 
 
+def _exit_with_parent() -> None:
+    """The embedded worker stops (warm shutdown) when the gateway that started it is gone,
+    however the gateway ended: uvicorn re-raises the SIGTERM it handled, so the gateway's
+    `finally` blocks do not run."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 def cmd_worker(args) -> int:
     _data_root(args)
+    if args.exit_with_parent:
+        _exit_with_parent()
     from workers.celery_app import app
 
     app.worker_main(["worker", "-Q", args.queues, "-c", str(args.concurrency),
@@ -111,8 +131,9 @@ class WorkerSupervisor(threading.Thread):
 
     @staticmethod
     def _spawn() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"],
-                                env=os.environ.copy(), start_new_session=True)
+        return subprocess.Popen([sys.executable, "-m", "service.cli", "worker",
+                                 "--exit-with-parent"], env=os.environ.copy(),
+                                start_new_session=True)
 
     def run(self) -> None:
         while not self.stopping.wait(1.0):

@@ -290,3 +290,30 @@ def test_a_worker_killed_mid_audit_is_redelivered_and_stores_one_report(
                and json.loads(p.read_bytes()).get("spec", {}).get("attacks", [{}])[0]
                .get("steps") == 100]
     assert len(reports) == 1
+
+
+def test_stopping_robustness_serve_stops_its_worker(tmp_path):
+    """SIGTERM to the gateway (docker stop, systemd, Ctrl-C) ends its child worker too."""
+    import os
+    import re
+    import signal
+    import time
+
+    svc = Service(tmp_path, {}, split=False).start()
+    try:
+        log = svc.logs["gateway"].read_text()
+        worker = int(re.findall(r"child process (\d+)", log)[-1])
+        os.kill(worker, 0)  # running
+        svc.procs["gateway"].send_signal(signal.SIGTERM)
+        svc.procs["gateway"].wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"worker {worker} outlived its gateway:\n{svc.tail()}")
+    finally:
+        svc.stop()
