@@ -12,8 +12,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service import problems
+from service.auth import ensure_admin_key
 from service.metrics import Metrics
-from service.routes import audits, health, models, schedules, trainings
+from service.routes import audits, health, keys, models, schedules, trainings
 from service.schedules import deliver_callbacks, fire_due
 from service.state import Gateway
 from workers.artifacts import ArtifactStore
@@ -66,10 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Adversarial-robustness audits and adversarial training of "
                               "PyTorch image classifiers.", lifespan=lifespan)
     app.state.gw = gw
+    app.state.admin_key = ensure_admin_key(settings, gw.db)
     app.state.metrics = Metrics(gw.db)
     app.middleware("http")(app.state.metrics.middleware())
     problems.install(app)
-    for module in (models, audits, trainings, schedules, health):
+    for module in (models, audits, trainings, schedules, keys, health):
         app.include_router(module.router)
 
     def openapi():

@@ -42,6 +42,19 @@ def add_commands(sub) -> None:
     worker.add_argument("--exit-with-parent", dest="exit_with_parent", action="store_true",
                         help=argparse.SUPPRESS)
     worker.set_defaults(func=cmd_worker)
+    keys = sub.add_parser("keys", help="manage API keys (on the server: uses its database)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key; prints it once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scopes", default="read,submit", help="comma-separated: read, "
+                        "submit, admin (default read,submit)")
+    create.add_argument("--name")
+    create.set_defaults(func=cmd_keys)
+    listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
+    listing.set_defaults(func=cmd_keys)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(func=cmd_keys)
 
 
 def _data_root(args) -> None:
@@ -76,6 +89,30 @@ def cmd_worker(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from robustness.errors import SpecError
+    from workers.db import Database
+    from workers.keys import create_key, list_keys, revoke_key
+    from workers.settings import get_settings
+
+    db = Database(get_settings().sqlalchemy_url)
+    if args.keys_command == "create":
+        try:
+            token, record = create_key(db, args.tenant, args.scopes.split(","), args.name)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
+        print(f"{record.id}  tenant={record.tenant}  scopes={','.join(record.scopes)}",
+              file=sys.stderr)
+        print(token)
+    elif args.keys_command == "list":
+        for r in list_keys(db):
+            state = "revoked" if r.revoked_at else "active"
+            print(f"{r.id}\t{r.tenant}\t{','.join(r.scopes)}\t{state}\t{r.name or ''}")
+    elif not revoke_key(db, args.key_id):
+        raise SpecError(f"no active key {args.key_id!r}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     _data_root(args)
     import uvicorn
@@ -89,7 +126,9 @@ def cmd_serve(args) -> int:
     base = f"http://{args.host}:{args.port}"
     lines = [f"robustness service on {base} (docs: {base}/docs)",
              f"  state: {settings.home}  database: {gw.db.engine.url.render_as_string()}",
-             f"  broker: {'embedded (SQLite)' if settings.embedded_broker else 'Redis'}"]
+             f"  broker: {'embedded (SQLite)' if settings.embedded_broker else 'Redis'}",
+             f"  admin API key: {app.state.admin_key}"
+             + ("" if settings.admin_key else f"  (kept in {settings.home / 'admin.key'})")]
     if args.demo:
         from service.demo import register_file, train_demo
 
@@ -99,10 +138,11 @@ def cmd_serve(args) -> int:
         body = json.dumps({"model_id": model_id, **audit})
         lines += [f"  demo model: {model_id} ({metadata['name']})",
                   "  launch a demo audit:",
-                  (f"    curl -s -X POST {base}/v1/audits "
+                  f"    export KEY={app.state.admin_key}",
+                  (f"    curl -s -X POST {base}/v1/audits -H \"Authorization: Bearer $KEY\" "
                    f"-H 'Content-Type: application/json' -d '{body}'"),
-                  (f"  then: curl -s {base}/v1/audits/<id>   and   "
-                   f"curl -s {base}/v1/audits/<id>/report")]
+                  (f"  then: curl -s -H \"Authorization: Bearer $KEY\" {base}/v1/audits/<id>"
+                   f"   (and .../report)")]
     supervisor = None if args.no_worker else WorkerSupervisor()
     if supervisor is not None:
         supervisor.start()

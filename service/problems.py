@@ -19,9 +19,9 @@ TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not F
 
 
 class Problem(Exception):
-    def __init__(self, status: int, detail: str, **extra):
+    def __init__(self, status: int, detail: str, headers: dict | None = None, **extra):
         super().__init__(detail)
-        self.status, self.detail, self.extra = status, detail, extra
+        self.status, self.detail, self.extra, self.headers = status, detail, extra, headers
 
 
 def problem_response(status: int, detail: str, headers: dict | None = None, **extra):
@@ -38,7 +38,7 @@ def _field(loc) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem):
-        return problem_response(exc.status, exc.detail, **exc.extra)
+        return problem_response(exc.status, exc.detail, headers=exc.headers, **exc.extra)
 
     @app.exception_handler(RobustnessError)
     async def _library(_: Request, exc: RobustnessError):

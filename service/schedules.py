@@ -56,7 +56,8 @@ def fire_due(gw, now: datetime | None = None) -> list[str]:
 def _fire(gw, schedule: ScheduleRecord, now: datetime) -> str | None:
     """Claim this firing (a conditional UPDATE of next_run_at) and create its audit."""
     job = new_job("audit", schedule.audit, schedule.audit.get("model_id"),
-                  schedule_id=schedule.id, callback_url=schedule.callback_url)
+                  schedule_id=schedule.id, callback_url=schedule.callback_url,
+                  tenant=schedule.tenant)
     with gw.db.session.begin() as s:
         claimed = s.execute(
             update(ScheduleRecord)

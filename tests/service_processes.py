@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+ADMIN_KEY = "e2e-admin-key"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 REDIS_URL = os.environ.get("ROBUSTNESS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 POSTGRES_ADMIN_URL = os.environ.get("ROBUSTNESS_TEST_POSTGRES_URL",
                                     "postgresql://postgres@127.0.0.1:5432/test")
@@ -82,7 +84,7 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "ROBUSTNESS_HOME": str(home),
                     "ROBUSTNESS_HEARTBEAT_SECONDS": "0.5", "ROBUSTNESS_RECONCILE_SECONDS": "1",
-                    "ROBUSTNESS_LEASE_SECONDS": "6",
+                    "ROBUSTNESS_LEASE_SECONDS": "6", "ROBUSTNESS_ADMIN_KEY": ADMIN_KEY,
                     "ROBUSTNESS_DEVICE": "cpu", "OMP_NUM_THREADS": "1", **env}
         for key in ("DATABASE_URL", "REDIS_URL"):
             if key not in env:

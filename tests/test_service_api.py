@@ -30,12 +30,17 @@ AUDIT = {"dataset": {"name": "digits", "n": 20}, "attacks": [{"name": "fgsm"}],
 def settings(tmp_path):
     # The tests drive reconcile/fire_due/deliver_callbacks themselves: keep the gateway's own
     # housekeeping thread from racing them.
-    return Settings(home=tmp_path, max_upload_bytes=2_000_000, reconcile_seconds=3600)
+    return Settings(home=tmp_path, max_upload_bytes=2_000_000, reconcile_seconds=3600,
+                    admin_key=ADMIN_KEY)
+
+
+ADMIN_KEY = "test-admin-key"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture
 def client(settings):
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), headers=AUTH) as c:
         yield c
 
 
@@ -189,8 +194,8 @@ def test_reconciler_re_enqueues_jobs_whose_message_redis_lost(tmp_path, weights)
     pg = PostgresDatabase()
     try:
         settings = Settings(home=tmp_path, redis_url=fresh_redis_url(), database_url=pg.url,
-                            reconcile_seconds=3600)
-        with TestClient(create_app(settings)) as client:
+                            reconcile_seconds=3600, admin_key=ADMIN_KEY)
+        with TestClient(create_app(settings), headers=AUTH) as client:
             model_id = upload(client, weights).json()["id"]
             job_id = client.post("/v1/audits", json={"model_id": model_id, **AUDIT}).json()["id"]
             gw = client.app.state.gw
@@ -428,3 +433,77 @@ def test_adversarial_keys_round_trip_any_epsilon(digits_model):
 
     with pytest.raises(Problem, match="finite"):
         adversarial_file(tensors, result.report, "fgsm", float("inf"), "npz")
+
+
+
+def test_keys_scopes_and_tenants(client, settings, weights):
+    anonymous = TestClient(client.app)
+    r = anonymous.get("/v1/models")
+    assert_problem(r, 401, "Bearer")
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert_problem(anonymous.get("/v1/models", headers={"Authorization": "Bearer nope"}), 401,
+                   "unknown or revoked")
+    assert anonymous.get("/v1/health").status_code == 200  # for load balancers
+
+    def make(tenant, scopes):
+        r = client.post("/v1/keys", json={"tenant": tenant, "scopes": scopes, "name": tenant})
+        assert r.status_code == 201, r.text
+        return {"Authorization": f"Bearer {r.json()['key']}"}, r.json()["id"]
+
+    alice, _ = make("alice", ["read", "submit"])
+    bob, bob_id = make("bob", ["read", "submit"])
+    reader, _ = make("alice", ["read"])
+    model = client.post("/v1/models", headers=alice,
+                        files={"file": ("m.safetensors", io.BytesIO(weights))},
+                        data={"metadata": json.dumps(METADATA)}).json()
+    audit = client.post("/v1/audits", headers=alice,
+                        json={"model_id": model["id"], **AUDIT}).json()
+    # Bob sees none of it: another tenant's ids are 404, lists are empty, his audits of
+    # Alice's model are refused as if it did not exist.
+    assert client.get("/v1/models", headers=bob).json()["total"] == 0
+    assert_problem(client.get(f"/v1/models/{model['id']}", headers=bob), 404)
+    assert_problem(client.get(f"/v1/audits/{audit['id']}", headers=bob), 404)
+    assert_problem(client.post(f"/v1/audits/{audit['id']}/cancel", headers=bob), 404)
+    assert_problem(client.delete(f"/v1/models/{model['id']}", headers=bob), 404)
+    assert_problem(client.post("/v1/audits", headers=bob,
+                               json={"model_id": model["id"], **AUDIT}), 422, "no model")
+    assert client.get("/v1/audits", headers=bob).json()["items"] == []
+    # The admin key is the default tenant's: Alice's models are not its either.
+    assert client.get("/v1/models").json()["total"] == 0
+    # Scopes: a read key reads, cannot submit, cannot manage keys.
+    assert client.get(f"/v1/audits/{audit['id']}", headers=reader).status_code == 200
+    assert_problem(client.post("/v1/audits", headers=reader,
+                               json={"model_id": model["id"], **AUDIT}), 403, "'submit' scope")
+    assert_problem(client.get("/v1/keys", headers=alice), 403, "'admin' scope")
+    assert_problem(client.get("/metrics", headers=alice), 403)
+    # Keys are stored hashed; a revoked key stops working at once.
+    listed = client.get("/v1/keys").json()["items"]
+    assert {k["tenant"] for k in listed} >= {"alice", "bob"}
+    assert all("key" not in k and "secret" not in json.dumps(k) for k in listed)
+    db_text = (settings.home / "robustness.db").read_bytes()
+    assert alice["Authorization"].split(".", 1)[1].encode() not in db_text
+    assert client.delete(f"/v1/keys/{bob_id}").status_code == 204
+    assert_problem(client.get("/v1/models", headers=bob), 401, "revoked")
+    assert_problem(client.post("/v1/keys", json={"tenant": "x y", "scopes": ["read"]}), 422,
+                   "tenant")
+    assert_problem(client.post("/v1/keys", json={"tenant": "x", "scopes": ["root"]}), 422,
+                   "scopes")
+
+
+def test_generated_admin_key_and_localhost_only_anonymous(tmp_path):
+    settings = Settings(home=tmp_path, reconcile_seconds=3600)
+    app = create_app(settings)
+    key_file = tmp_path / "admin.key"
+    assert key_file.read_text().strip() == app.state.admin_key
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert create_app(settings).state.admin_key == app.state.admin_key  # kept across restarts
+    with TestClient(app) as c:
+        assert c.get("/v1/models").status_code == 401
+        r = c.get("/v1/keys", headers={"Authorization": f"Bearer {app.state.admin_key}"})
+        assert r.status_code == 200
+    dev = Settings(home=tmp_path / "dev", reconcile_seconds=3600, allow_anonymous=True)
+    with TestClient(create_app(dev)) as c:  # TestClient calls from its loopback stand-in
+        assert c.get("/v1/models").status_code == 200
+        assert c.get("/v1/keys").status_code == 403
+    with TestClient(create_app(dev), client=("10.1.2.3", 5000)) as c:
+        assert c.get("/v1/models").status_code == 401

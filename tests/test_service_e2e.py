@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 from service_processes import (
+    AUTH,
     PostgresDatabase,
     Service,
     finished,
@@ -67,7 +68,7 @@ def model_file(digits_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(service):
-    with httpx.Client(base_url=service.url, timeout=30) as c:
+    with httpx.Client(base_url=service.url, timeout=30, headers=AUTH) as c:
         yield c
 
 

@@ -44,10 +44,28 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar = {dict: JSON, list: JSON}
 
 
+DEFAULT_TENANT = "default"
+
+
+class ApiKeyRecord(Base):
+    """An API key: only the sha256 of its secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    scopes: Mapped[list] = mapped_column(JSON)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class ModelRecord(Base):
     __tablename__ = "models"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100), index=True, default=DEFAULT_TENANT)
     name: Mapped[str | None] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
@@ -62,6 +80,7 @@ class JobRecord(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100), index=True, default=DEFAULT_TENANT)
     kind: Mapped[str] = mapped_column(String(20), index=True)  # audit | training
     status: Mapped[str] = mapped_column(String(20), index=True, default="queued")
     spec: Mapped[dict] = mapped_column(JSON)
@@ -96,6 +115,7 @@ class ScheduleRecord(Base):
     __tablename__ = "schedules"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100), index=True, default=DEFAULT_TENANT)
     cron: Mapped[str] = mapped_column(String(200))
     audit: Mapped[dict] = mapped_column(JSON)
     callback_url: Mapped[str | None] = mapped_column(String(2000))

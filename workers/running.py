@@ -210,7 +210,8 @@ def _training(ctx: WorkerContext, job: JobRecord, beat: Heartbeat) -> dict:
     model_id = new_id("mdl")
 
     def register(session) -> None:
-        session.add(ModelRecord(id=model_id, name=card["metadata"].get("name"), sha256=sha,
+        session.add(ModelRecord(id=model_id, tenant=job.tenant, name=card["metadata"].get("name"),
+                                sha256=sha,
                                 size=size, format="safetensors", model_metadata=card["metadata"],
                                 card=card, source_training_id=job.id, created_at=utcnow()))
 

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = Field(default=None, description="default: home/artifacts")
     data_root: Path | None = Field(default=None, description="where data sets are found")
     device: str = Field(default="auto", description="worker device: auto, cpu, cuda, cuda:1")
+    admin_key: str | None = Field(default=None, description="an admin API key of the default "
+                                  "tenant; default: generated once, kept in home/admin.key")
+    allow_anonymous: bool = Field(default=False, description="local development only: "
+                                  "unauthenticated calls from loopback get read and submit")
 
     # Limits.
     max_upload_bytes: int = 512 * 1024 * 1024

@@ -9,12 +9,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from robustness.spec import AuditSpec, parse_audit_spec
+from service.auth import Reader, Submitter
 from service.problems import Problem
 from service.reports import adversarial_file, example_records
 from service.routes import jobs
 from service.state import Gateway, GatewayDep
 from workers.confine import confine_dataset_path
 from workers.db import JobRecord
+from workers.keys import Principal
 
 router = APIRouter(prefix="/v1/audits", tags=["audits"])
 KIND = "audit"
@@ -34,33 +36,35 @@ async def read_json(request: Request) -> dict:
 @router.post("", status_code=202, summary="Submit an audit",
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/AuditSpec"}}}}})
-async def submit_audit(gw: GatewayDep, request: Request):
+async def submit_audit(gw: GatewayDep, who: Submitter, request: Request):
     spec = parse_audit_spec(await read_json(request))
     confine_dataset_path(spec.dataset)
-    jobs.require_model(gw, spec.model_id, "model_id")
-    return jobs.submit(gw, KIND, spec, spec.model_id)
+    jobs.require_model(gw, who.tenant, spec.model_id, "model_id")
+    return jobs.submit(gw, who.tenant, KIND, spec, spec.model_id)
 
 
 @router.get("", summary="List audits")
-def list_audits(gw: GatewayDep, status: str | None = None, model_id: str | None = None,
+def list_audits(gw: GatewayDep, who: Reader, status: str | None = None,
+                model_id: str | None = None,
                 schedule_id: str | None = None,
                 limit: int = Query(100, ge=1, le=1000),
                 offset: int = Query(0, ge=0, le=10**9)):
-    return jobs.list_jobs(gw, KIND, status, model_id, limit, offset, schedule_id=schedule_id)
+    return jobs.list_jobs(gw, who.tenant, KIND, status, model_id, limit, offset,
+                          schedule_id=schedule_id)
 
 
 @router.get("/{audit_id}", summary="Audit status and progress")
-def get_audit(gw: GatewayDep, audit_id: str):
-    return jobs.status_response(jobs.get_job_or_404(gw, KIND, audit_id))
+def get_audit(gw: GatewayDep, who: Reader, audit_id: str):
+    return jobs.status_response(jobs.get_job_or_404(gw, who.tenant, KIND, audit_id))
 
 
 @router.post("/{audit_id}/cancel", status_code=202, summary="Cancel an audit")
-def cancel_audit(gw: GatewayDep, audit_id: str):
-    return jobs.cancel(gw, KIND, audit_id)
+def cancel_audit(gw: GatewayDep, who: Submitter, audit_id: str):
+    return jobs.cancel(gw, who.tenant, KIND, audit_id)
 
 
-def _succeeded(gw: Gateway, audit_id: str) -> JobRecord:
-    job = jobs.get_job_or_404(gw, KIND, audit_id)
+def _succeeded(gw: Gateway, who: Principal, audit_id: str) -> JobRecord:
+    job = jobs.get_job_or_404(gw, who.tenant, KIND, audit_id)
     if job.status != "succeeded":
         detail = f"audit {audit_id!r} is {job.status}"
         if job.status == "failed":
@@ -82,37 +86,37 @@ def _report(gw: Gateway, job: JobRecord) -> dict:
 
 
 @router.get("/{audit_id}/report", summary="The audit report (JSON)")
-def get_report(gw: GatewayDep, audit_id: str):
-    job = _succeeded(gw, audit_id)
+def get_report(gw: GatewayDep, who: Reader, audit_id: str):
+    job = _succeeded(gw, who, audit_id)
     return Response(_artifact(gw, job.report_sha256, "report"), media_type="application/json")
 
 
 @router.get("/{audit_id}/report.html", summary="The audit report as one HTML page",
             response_class=HTMLResponse)
-def get_report_html(gw: GatewayDep, audit_id: str):
+def get_report_html(gw: GatewayDep, who: Reader, audit_id: str):
     from robustness.evaluation.html import render_html
 
-    return HTMLResponse(render_html(_report(gw, _succeeded(gw, audit_id))))
+    return HTMLResponse(render_html(_report(gw, _succeeded(gw, who, audit_id))))
 
 
 @router.get("/{audit_id}/examples", summary="Per-example records, filtered and paginated")
-def get_examples(gw: GatewayDep, audit_id: str, attack: str | None = None,
+def get_examples(gw: GatewayDep, who: Reader, audit_id: str, attack: str | None = None,
                  epsilon: float | None = None,
                  misclassified: bool | None = None,
                  min_confidence: float | None = Query(None, ge=0, le=1),
                  limit: int = Query(100, ge=1, le=10000), cursor: str | None = None):
-    report = _report(gw, _succeeded(gw, audit_id))
+    report = _report(gw, _succeeded(gw, who, audit_id))
     return example_records(report, attack=attack, epsilon=epsilon, misclassified=misclassified,
                            min_confidence=min_confidence, limit=limit, cursor=cursor)
 
 
 @router.get("/{audit_id}/adversarial", summary="Adversarial examples of one (attack, ε)",
             response_class=Response)
-def get_adversarial(gw: GatewayDep, audit_id: str, attack: str, epsilon: float,
+def get_adversarial(gw: GatewayDep, who: Reader, audit_id: str, attack: str, epsilon: float,
                     format: str = Query("safetensors", pattern="^(safetensors|npz)$")):
     from safetensors.torch import load
 
-    job = _succeeded(gw, audit_id)
+    job = _succeeded(gw, who, audit_id)
     if not job.adversarial_sha256:
         raise Problem(404, f"audit {audit_id!r} stored no adversarial examples")
     tensors = load(_artifact(gw, job.adversarial_sha256, "adversarial set"))

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from service.auth import Admin
 from service.state import Gateway, GatewayDep
 
 router = APIRouter(tags=["health"])
@@ -36,7 +37,7 @@ def health(gw: GatewayDep):
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(request: Request):
+def metrics(request: Request, _: Admin):
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     return Response(generate_latest(request.app.state.metrics.registry),

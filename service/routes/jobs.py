@@ -17,26 +17,27 @@ RETRY_AFTER = "2"
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
-def require_model(gw: Gateway, model_id: str | None, field: str) -> None:
+def require_model(gw: Gateway, tenant: str, model_id: str | None, field: str) -> None:
     if model_id is None:
         raise Problem(422, f"{field}: required (the id of a registered model)")
     with gw.db.session() as s:
-        if s.get(ModelRecord, model_id) is None:
-            raise Problem(422, f"{field}: no model {model_id!r} is registered")
+        record = s.get(ModelRecord, model_id)
+    if record is None or record.tenant != tenant:
+        raise Problem(422, f"{field}: no model {model_id!r} is registered")
 
 
-def submit(gw: Gateway, kind: str, spec, model_id: str | None) -> JSONResponse:
+def submit(gw: Gateway, tenant: str, kind: str, spec, model_id: str | None) -> JSONResponse:
     job = jobs.create_job(gw.db, kind, spec.model_dump(mode="json", exclude_unset=True),
-                          model_id)
+                          model_id, tenant=tenant)
     send(gw.celery, gw.db, job)
     job = jobs.get_job(gw.db, job.id)
     return JSONResponse(job_view(job), status_code=202,
                         headers={"Location": job_path(job), "Retry-After": RETRY_AFTER})
 
 
-def get_job_or_404(gw: Gateway, kind: str, job_id: str) -> JobRecord:
+def get_job_or_404(gw: Gateway, tenant: str, kind: str, job_id: str) -> JobRecord:
     job = jobs.get_job(gw.db, job_id)
-    if job is None or job.kind != kind:
+    if job is None or job.kind != kind or job.tenant != tenant:
         raise Problem(404, f"no {kind} {job_id!r}")
     return job
 
@@ -47,17 +48,17 @@ def status_response(job: JobRecord) -> JSONResponse:
     return JSONResponse(job_view(job), headers=headers)
 
 
-def cancel(gw: Gateway, kind: str, job_id: str) -> JSONResponse:
-    job = get_job_or_404(gw, kind, job_id)
+def cancel(gw: Gateway, tenant: str, kind: str, job_id: str) -> JSONResponse:
+    job = get_job_or_404(gw, tenant, kind, job_id)
     if job.status in ("succeeded", "failed"):
         raise Problem(409, f"{kind} {job_id!r} already {job.status}; nothing to cancel")
     jobs.request_cancel(gw.db, job_id)
     return JSONResponse(job_view(jobs.get_job(gw.db, job_id)), status_code=202)
 
 
-def list_jobs(gw: Gateway, kind: str, status: str | None, model_id: str | None, limit: int,
-              offset: int, schedule_id: str | None = None) -> dict:
-    query = select(JobRecord).where(JobRecord.kind == kind)
+def list_jobs(gw: Gateway, tenant: str, kind: str, status: str | None, model_id: str | None,
+              limit: int, offset: int, schedule_id: str | None = None) -> dict:
+    query = select(JobRecord).where(JobRecord.kind == kind, JobRecord.tenant == tenant)
     if status is not None:
         if status not in STATUSES:
             raise Problem(422, f"status: must be one of {', '.join(STATUSES)}")

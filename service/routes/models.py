@@ -19,6 +19,7 @@ from robustness.errors import ModelLoadError
 from robustness.models import ModelMetadata
 from robustness.models.formats import SAFETENSORS, STATE_DICT, detect_format
 from robustness.models.registry import check_architecture, default_input_shape
+from service.auth import Reader, Submitter
 from service.problems import Problem
 from service.routes.records import get_or_404, page
 from service.state import Gateway, GatewayDep
@@ -49,7 +50,7 @@ def _metadata(raw: str | None) -> ModelMetadata:
 def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2 "
                                                     "(torch.export), TorchScript or .pt "
                                                     "state_dict")],
-                 gw: GatewayDep,
+                 gw: GatewayDep, who: Submitter,
                  metadata: Annotated[str | None, Form(description="JSON: name, architecture, "
                                                       "num_classes, input_shape, "
                                                       "preprocessing, labels")] = None):
@@ -87,7 +88,8 @@ def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2
         if new:  # bytes that were already stored (another model, a report) stay
             _forget(gw, sha)
         raise Problem(422, str(exc))
-    record = ModelRecord(id=new_id("mdl"), name=meta.name or file.filename, sha256=sha,
+    record = ModelRecord(id=new_id("mdl"), tenant=who.tenant, name=meta.name or file.filename,
+                         sha256=sha,
                          size=size, format=fmt, model_metadata=meta.model_dump(exclude_none=True),
                          created_at=utcnow())
     with gw.db.session.begin() as s:
@@ -108,21 +110,21 @@ def _forget(gw: Gateway, sha: str) -> None:
 
 
 @router.get("", summary="List models")
-def list_models(gw: GatewayDep, limit: int = Query(100, ge=1, le=1000),
+def list_models(gw: GatewayDep, who: Reader, limit: int = Query(100, ge=1, le=1000),
                 offset: int = Query(0, ge=0, le=10**9)):
-    return page(gw, ModelRecord, model_view, limit, offset)
+    return page(gw, who.tenant, ModelRecord, model_view, limit, offset)
 
 
 @router.get("/{model_id}", summary="Get a model")
-def get_model(gw: GatewayDep, model_id: str):
-    return model_view(get_or_404(gw, ModelRecord, model_id, "model"), card=True)
+def get_model(gw: GatewayDep, who: Reader, model_id: str):
+    return model_view(get_or_404(gw, who.tenant, ModelRecord, model_id, "model"), card=True)
 
 
 @router.delete("/{model_id}", status_code=204, summary="Delete a model")
-def delete_model(gw: GatewayDep, model_id: str):
+def delete_model(gw: GatewayDep, who: Submitter, model_id: str):
     with gw.db.session.begin() as s:
         record = s.get(ModelRecord, model_id)
-        if record is None:
+        if record is None or record.tenant != who.tenant:
             raise Problem(404, f"no model {model_id!r}")
         active = s.execute(select(JobRecord.id).where(
             JobRecord.model_id == model_id,

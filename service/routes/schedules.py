@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field, field_validator
 
 from robustness.spec import AuditSpec, Strict, parse_spec
+from service.auth import Reader, Submitter
 from service.problems import Problem
 from service.routes import jobs
 from service.routes.audits import read_json
@@ -64,13 +65,13 @@ def view(r: ScheduleRecord) -> dict:
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/"
                                                          "ScheduleSpec"}}}}})
-async def create_schedule(gw: GatewayDep, request: Request):
+async def create_schedule(gw: GatewayDep, who: Submitter, request: Request):
     spec = parse_spec(ScheduleSpec, await read_json(request))
     audit = spec.audit
     confine_dataset_path(audit.dataset)
-    jobs.require_model(gw, audit.model_id, "audit.model_id")
+    jobs.require_model(gw, who.tenant, audit.model_id, "audit.model_id")
     now = utcnow()
-    record = ScheduleRecord(id=new_id("sch"), cron=spec.cron,
+    record = ScheduleRecord(id=new_id("sch"), tenant=who.tenant, cron=spec.cron,
                             audit=audit.model_dump(mode="json", exclude_unset=True),
                             callback_url=spec.callback_url, next_run_at=next_fire(spec.cron, now),
                             created_at=now)
@@ -81,21 +82,21 @@ async def create_schedule(gw: GatewayDep, request: Request):
 
 
 @router.get("", summary="List schedules")
-def list_schedules(gw: GatewayDep, limit: int = Query(100, ge=1, le=1000),
+def list_schedules(gw: GatewayDep, who: Reader, limit: int = Query(100, ge=1, le=1000),
                    offset: int = Query(0, ge=0, le=10**9)):
-    return page(gw, ScheduleRecord, view, limit, offset)
+    return page(gw, who.tenant, ScheduleRecord, view, limit, offset)
 
 
 @router.get("/{schedule_id}", summary="Get a schedule")
-def get_schedule(gw: GatewayDep, schedule_id: str):
-    return view(get_or_404(gw, ScheduleRecord, schedule_id, "schedule"))
+def get_schedule(gw: GatewayDep, who: Reader, schedule_id: str):
+    return view(get_or_404(gw, who.tenant, ScheduleRecord, schedule_id, "schedule"))
 
 
 @router.delete("/{schedule_id}", status_code=204, summary="Delete a schedule (its audits stay)")
-def delete_schedule(gw: GatewayDep, schedule_id: str):
+def delete_schedule(gw: GatewayDep, who: Submitter, schedule_id: str):
     with gw.db.session.begin() as s:
         record = s.get(ScheduleRecord, schedule_id)
-        if record is None:
+        if record is None or record.tenant != who.tenant:
             raise Problem(404, f"no schedule {schedule_id!r}")
         s.delete(record)
     return Response(status_code=204)

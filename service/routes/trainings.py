@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 
 from robustness.training import TrainingSpec, parse_training_spec
+from service.auth import Reader, Submitter
 from service.routes import jobs
 from service.routes.audits import read_json
 from service.state import GatewayDep
@@ -18,29 +19,30 @@ KIND = "training"
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/"
                                                          "TrainingSpec"}}}}})
-async def submit_training(gw: GatewayDep, request: Request):
+async def submit_training(gw: GatewayDep, who: Submitter, request: Request):
     spec = parse_training_spec(await read_json(request))
     confine_dataset_path(spec.dataset)
     if spec.teacher_model_id is not None:
-        jobs.require_model(gw, spec.teacher_model_id, "teacher_model_id")
-    return jobs.submit(gw, KIND, spec, None)
+        jobs.require_model(gw, who.tenant, spec.teacher_model_id, "teacher_model_id")
+    return jobs.submit(gw, who.tenant, KIND, spec, None)
 
 
 @router.get("", summary="List trainings")
-def list_trainings(gw: GatewayDep, status: str | None = None, model_id: str | None = None,
+def list_trainings(gw: GatewayDep, who: Reader, status: str | None = None,
+                   model_id: str | None = None,
                    limit: int = Query(100, ge=1, le=1000),
                 offset: int = Query(0, ge=0, le=10**9)):
-    return jobs.list_jobs(gw, KIND, status, model_id, limit, offset)
+    return jobs.list_jobs(gw, who.tenant, KIND, status, model_id, limit, offset)
 
 
 @router.get("/{training_id}", summary="Training status, progress and per-epoch history")
-def get_training(gw: GatewayDep, training_id: str):
-    return jobs.status_response(jobs.get_job_or_404(gw, KIND, training_id))
+def get_training(gw: GatewayDep, who: Reader, training_id: str):
+    return jobs.status_response(jobs.get_job_or_404(gw, who.tenant, KIND, training_id))
 
 
 @router.post("/{training_id}/cancel", status_code=202, summary="Cancel a training")
-def cancel_training(gw: GatewayDep, training_id: str):
-    return jobs.cancel(gw, KIND, training_id)
+def cancel_training(gw: GatewayDep, who: Submitter, training_id: str):
+    return jobs.cancel(gw, who.tenant, KIND, training_id)
 
 
 SCHEMAS = {"TrainingSpec": TrainingSpec}

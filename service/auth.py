@@ -1,0 +1,83 @@
+"""Who is calling: `Authorization: Bearer <key>` resolved to a tenant and scopes.
+
+`ROBUSTNESS_ADMIN_KEY` is an admin key of the default tenant; without it the gateway creates
+one on first start, keeps it in `ROBUSTNESS_HOME/admin.key` (mode 0600) and `robustness serve`
+prints it. Anonymous calls are refused unless `ROBUSTNESS_ALLOW_ANONYMOUS=1`, and even then
+only from the loopback interface (local development), with read and submit scopes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.problems import Problem
+from workers.db import DEFAULT_TENANT, Database
+from workers.keys import SCOPES, Principal, authenticate, create_key
+from workers.settings import Settings
+
+ADMIN = Principal(None, DEFAULT_TENANT, frozenset(SCOPES))
+LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
+
+
+def admin_key_file(settings: Settings) -> Path:
+    return settings.home / "admin.key"
+
+
+def ensure_admin_key(settings: Settings, db: Database) -> str:
+    """The admin key to print: the configured one, else the one generated on first start."""
+    if settings.admin_key:
+        return settings.admin_key
+    path = admin_key_file(settings)
+    if path.is_file():
+        return path.read_text().strip()
+    token, _ = create_key(db, DEFAULT_TENANT, SCOPES, name="admin (generated)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def principal(request: Request) -> Principal:
+    gw = request.app.state.gw
+    header = request.headers.get("authorization", "")
+    if not header:
+        host = request.client.host if request.client else ""
+        if gw.settings.allow_anonymous and host in LOOPBACK:
+            return Principal(None, DEFAULT_TENANT, frozenset({"read", "submit"}))
+        raise _unauthorized("Authorization: send 'Bearer <API key>' (robustness serve prints "
+                            "the admin key; `robustness keys create` makes more)")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("Authorization: expected 'Bearer <API key>'")
+    admin = gw.settings.admin_key
+    if admin and hmac.compare_digest(token.encode(), admin.encode()):
+        return ADMIN
+    found = authenticate(gw.db, token)
+    if found is None:
+        raise _unauthorized("Authorization: unknown or revoked API key")
+    return found
+
+
+def require(scope: str):
+    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if scope not in who.scopes:
+            raise Problem(403, f"this API key lacks the '{scope}' scope (it has "
+                               f"{', '.join(sorted(who.scopes))})")
+        return who
+    return check
+
+
+Reader = Annotated[Principal, Depends(require("read"))]
+Submitter = Annotated[Principal, Depends(require("submit"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
