@@ -507,3 +507,85 @@ def test_generated_admin_key_and_localhost_only_anonymous(tmp_path):
         assert c.get("/v1/keys").status_code == 403
     with TestClient(create_app(dev), client=("10.1.2.3", 5000)) as c:
         assert c.get("/v1/models").status_code == 401
+
+
+def test_absurd_jobs_are_refused_before_they_are_queued(client, weights):
+    model_id = upload(client, weights).json()["id"]
+    absurd = {"model_id": model_id, "dataset": {"name": "mnist", "split": "test"},
+              "attacks": [{"name": "pgd", "steps": 10000, "restarts": 100}],
+              "epsilons": [0.1, 0.2, 0.3]}
+    r = client.post("/v1/audits", json=absurd)
+    assert_problem(r, 422, "budget: this audit needs about 3e+10", "ROBUSTNESS_MAX_JOB_PASSES")
+    training = {"architecture": "madry_mnist", "dataset": {"name": "mnist"}, "method": "pgd",
+                "epsilon": 0.3, "steps": 1000, "epochs": 1000}
+    assert_problem(client.post("/v1/trainings", json=training), 422, "budget: this training")
+    assert client.get("/v1/audits").json()["items"] == []  # nothing was queued
+    ok = {"model_id": model_id, **AUDIT, "attacks": [{"name": "pgd", "steps": 40}]}
+    assert client.post("/v1/audits", json=ok).status_code == 202
+
+
+def test_idempotency_key_returns_the_same_job(client, weights):
+    model_id = upload(client, weights).json()["id"]
+    body = {"model_id": model_id, **AUDIT}
+    first = client.post("/v1/audits", json=body, headers={"Idempotency-Key": "k-1"})
+    again = client.post("/v1/audits", json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(client.get("/v1/audits").json()["items"]) == 1
+    other = client.post("/v1/audits", json={**body, "epsilons": [0.2]},
+                        headers={"Idempotency-Key": "k-1"})
+    assert_problem(other, 422, "Idempotency-Key: 'k-1' was used for another request")
+    assert client.post("/v1/audits", json=body, headers={"Idempotency-Key": "k-2"}).json()[
+        "id"] != first.json()["id"]
+    assert client.post("/v1/audits", json=body).json()["id"] != first.json()["id"]
+
+
+class _Marker:
+    """Unpickling this would create a file: the payload of a malicious checkpoint."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _bad_checkpoints(tmp_path, weights):
+    import pickle
+
+    from safetensors.torch import load, save
+
+    marker = tmp_path / "pwned"
+    good = load(weights)
+    nan = {k: v.clone() for k, v in good.items()}
+    next(iter(nan.values())).view(-1)[0] = float("nan")
+    wrong = {k: (v[:1].clone() if v.ndim > 1 else v) for k, v in good.items()}
+    pickled = tmp_path / "evil.pt"
+    torch.save({"state_dict": _Marker(marker)}, pickled, pickle_module=pickle)
+    return marker, {
+        "pickle payload": (pickled.read_bytes(), "refused to unpickle"),
+        "truncated": (weights[: len(weights) // 2], "truncated"),
+        "NaN weights": (save(nan), "NaN"),
+        "wrong shapes": (save(wrong), "shape"),
+    }
+
+
+def test_untrusted_checkpoints_fail_their_job_with_a_reason_and_never_run_code(
+        client, settings, weights, tmp_path):
+    from workers.context import WorkerContext
+    from workers.running import run_job
+
+    marker, cases = _bad_checkpoints(tmp_path, weights)
+    ctx = WorkerContext(settings.model_copy(update={"device": "cpu"}))
+    for name, (data, reason) in cases.items():
+        r = upload(client, data, name=f"{name}.bin")
+        if r.status_code == 422:  # refused at the door is as good as a failed job
+            assert reason.lower() in r.json()["detail"].lower(), (name, r.json())
+            continue
+        assert r.status_code == 201, (name, r.text)
+        job = client.post("/v1/audits", json={"model_id": r.json()["id"], **AUDIT}).json()
+        assert run_job(ctx, job["id"]) == "failed", name
+        error = client.get(f"/v1/audits/{job['id']}").json()["error"]
+        assert reason.lower() in error.lower() and "internal error" not in error, (name, error)
+    assert not marker.exists(), "unpickling ran the checkpoint's code"

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
 )
@@ -78,9 +79,13 @@ class ModelRecord(Base):
 
 class JobRecord(Base):
     __tablename__ = "jobs"
+    # A retried submission with the same Idempotency-Key finds the job the first one made.
+    __table_args__ = (UniqueConstraint("tenant", "idempotency_key",
+                                       name="uq_jobs_tenant_idempotency_key"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(100), index=True, default=DEFAULT_TENANT)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(20), index=True)  # audit | training
     status: Mapped[str] = mapped_column(String(20), index=True, default="queued")
     spec: Mapped[dict] = mapped_column(JSON)

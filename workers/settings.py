@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     audit_time_limit: int = Field(default=6 * 3600, description="seconds; the job then fails")
     training_time_limit: int = Field(default=24 * 3600)
+    max_job_passes: int = Field(default=10**10, description="refuse jobs needing more example "
+                                "forward+backward passes than this (n × steps × restarts × ε "
+                                "for audits, n × epochs × steps for trainings)")
     model_cache_size: int = 8
     dataset_cache_size: int = 4
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from robustness.spec import AuditSpec, parse_audit_spec
 from service.auth import Reader, Submitter
+from service.budget import audit_passes, check_budget
 from service.problems import Problem
 from service.reports import adversarial_file, example_records
 from service.routes import jobs
@@ -36,11 +38,14 @@ async def read_json(request: Request) -> dict:
 @router.post("", status_code=202, summary="Submit an audit",
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/AuditSpec"}}}}})
-async def submit_audit(gw: GatewayDep, who: Submitter, request: Request):
+async def submit_audit(gw: GatewayDep, who: Submitter, request: Request,
+                       idempotency_key: Annotated[str | None, Header()] = None):
     spec = parse_audit_spec(await read_json(request))
     confine_dataset_path(spec.dataset)
+    check_budget(audit_passes(spec), gw.settings.max_job_passes, "audit",
+                 "dataset.n, steps, restarts or the ε grid")
     jobs.require_model(gw, who.tenant, spec.model_id, "model_id")
-    return jobs.submit(gw, who.tenant, KIND, spec, spec.model_id)
+    return jobs.submit(gw, who.tenant, KIND, spec, spec.model_id, idempotency_key)
 
 
 @router.get("", summary="List audits")

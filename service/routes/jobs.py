@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from service.problems import Problem
 from service.state import Gateway
@@ -26,13 +27,44 @@ def require_model(gw: Gateway, tenant: str, model_id: str | None, field: str) ->
         raise Problem(422, f"{field}: no model {model_id!r} is registered")
 
 
-def submit(gw: Gateway, tenant: str, kind: str, spec, model_id: str | None) -> JSONResponse:
-    job = jobs.create_job(gw.db, kind, spec.model_dump(mode="json", exclude_unset=True),
-                          model_id, tenant=tenant)
+def submit(gw: Gateway, tenant: str, kind: str, spec, model_id: str | None,
+           idempotency_key: str | None = None) -> JSONResponse:
+    """Store and enqueue the job. With an Idempotency-Key, a retry of the same request (same
+    tenant, key and body) gets the job the first one created instead of a second job."""
+    body = spec.model_dump(mode="json", exclude_unset=True)
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
+        raise Problem(422, "Idempotency-Key: must be 1 to 200 characters")
+    replay = _replay(gw, tenant, kind, idempotency_key, body)
+    if replay is not None:
+        return replay
+    try:
+        job = jobs.create_job(gw.db, kind, body, model_id, tenant=tenant,
+                              idempotency_key=idempotency_key)
+    except IntegrityError:  # a concurrent retry with the same key won the race
+        replay = _replay(gw, tenant, kind, idempotency_key, body)
+        if replay is None:
+            raise
+        return replay
     send(gw.celery, gw.db, job)
     job = jobs.get_job(gw.db, job.id)
     return JSONResponse(job_view(job), status_code=202,
                         headers={"Location": job_path(job), "Retry-After": RETRY_AFTER})
+
+
+def _replay(gw: Gateway, tenant: str, kind: str, key: str | None, body: dict):
+    if key is None:
+        return None
+    with gw.db.session() as s:
+        job = s.execute(select(JobRecord).where(JobRecord.tenant == tenant,
+                                                JobRecord.idempotency_key == key)).scalar()
+    if job is None:
+        return None
+    if job.kind != kind or job.spec != body:
+        raise Problem(422, f"Idempotency-Key: {key!r} was used for another request "
+                           f"({job.kind} {job.id}); use a new key for a new job")
+    return JSONResponse(job_view(job), status_code=202,
+                        headers={"Location": job_path(job), "Retry-After": RETRY_AFTER,
+                                 "Idempotent-Replayed": "true"})
 
 
 def get_job_or_404(gw: Gateway, tenant: str, kind: str, job_id: str) -> JobRecord:

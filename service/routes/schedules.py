@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 
 from robustness.spec import AuditSpec, Strict, parse_spec
 from service.auth import Reader, Submitter
+from service.budget import audit_passes, check_budget
 from service.problems import Problem
 from service.routes import jobs
 from service.routes.audits import read_json
@@ -69,6 +70,8 @@ async def create_schedule(gw: GatewayDep, who: Submitter, request: Request):
     spec = parse_spec(ScheduleSpec, await read_json(request))
     audit = spec.audit
     confine_dataset_path(audit.dataset)
+    check_budget(audit_passes(audit), gw.settings.max_job_passes, "audit",
+                 "audit.dataset.n, steps, restarts or the ε grid")
     jobs.require_model(gw, who.tenant, audit.model_id, "audit.model_id")
     now = utcnow()
     record = ScheduleRecord(id=new_id("sch"), tenant=who.tenant, cron=spec.cron,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
 
 from robustness.training import TrainingSpec, parse_training_spec
 from service.auth import Reader, Submitter
+from service.budget import check_budget, training_passes
 from service.routes import jobs
 from service.routes.audits import read_json
 from service.state import GatewayDep
@@ -19,12 +22,15 @@ KIND = "training"
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/"
                                                          "TrainingSpec"}}}}})
-async def submit_training(gw: GatewayDep, who: Submitter, request: Request):
+async def submit_training(gw: GatewayDep, who: Submitter, request: Request,
+                          idempotency_key: Annotated[str | None, Header()] = None):
     spec = parse_training_spec(await read_json(request))
     confine_dataset_path(spec.dataset)
+    check_budget(training_passes(spec), gw.settings.max_job_passes, "training",
+                 "dataset.n, epochs or steps")
     if spec.teacher_model_id is not None:
         jobs.require_model(gw, who.tenant, spec.teacher_model_id, "teacher_model_id")
-    return jobs.submit(gw, who.tenant, KIND, spec, None)
+    return jobs.submit(gw, who.tenant, KIND, spec, None, idempotency_key)
 
 
 @router.get("", summary="List trainings")

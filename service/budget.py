@@ -1,0 +1,51 @@
+"""What a job would cost, counted before it is queued: forward+backward passes of one example
+through the model (the unit the benchmarks use). An absurd job (n × steps × restarts × ε far
+beyond any real audit) is refused with the figure, instead of holding a GPU for days."""
+
+from __future__ import annotations
+
+from robustness.spec import SPLIT_SIZES
+from service.problems import Problem
+
+
+def _examples(dataset) -> int | None:
+    size = SPLIT_SIZES.get((dataset.name, dataset.split))
+    if dataset.n is not None:
+        return dataset.n
+    return None if size is None else size - dataset.offset
+
+
+def _passes_per_example(attack) -> int:
+    if attack.name == "fgsm":
+        return 1
+    if attack.name == "pgd":
+        return attack.steps * attack.restarts
+    if attack.name == "cw":
+        return attack.steps * attack.binary_search_steps
+    return attack.steps * attack.candidates  # deepfool: one gradient per candidate class
+
+
+def audit_passes(spec) -> int | None:
+    n = _examples(spec.dataset)
+    if n is None:
+        return None  # imagefolder/tensors: unknown until loaded
+    per = sum(_passes_per_example(a) * (1 if a.minimum_norm else len(spec.grid(a)))
+              for a in spec.attacks)
+    return n * (per + 1)  # + the clean pass
+
+
+def training_passes(spec) -> int | None:
+    n = _examples(spec.dataset)
+    if n is None:
+        return None
+    r = spec.resolved()
+    per_epoch = n * ((spec.attack_steps + 1) if spec.method in ("fgsm", "pgd", "trades") else 1)
+    epochs = spec.epochs + (r.get("teacher_epochs") or 0)
+    return per_epoch * epochs
+
+
+def check_budget(passes: int | None, limit: int, what: str, knobs: str) -> None:
+    if passes is not None and passes > limit:
+        raise Problem(422, f"budget: this {what} needs about {passes:.3g} example "
+                           f"forward+backward passes, more than this service's limit of "
+                           f"{limit:.3g} (ROBUSTNESS_MAX_JOB_PASSES); reduce {knobs}")
