@@ -102,10 +102,11 @@ class Service:
         self.procs[name] = proc
         return proc
 
-    def start(self) -> Service:
+    def start(self, worker: bool = True) -> Service:
         if self.split:
             self.start_process("gateway", ["serve", "--no-worker", "--port", str(self.port)])
-            self.start_process("worker", ["worker", "--concurrency", "1"])
+            if worker:
+                self.start_process("worker", ["worker", "--concurrency", "1"])
         else:
             self.start_process("gateway", ["serve", "--port", str(self.port)])
         self.wait_healthy()
@@ -185,3 +186,39 @@ def wait_for(client: httpx.Client, path: str, until, timeout: float = 180) -> di
 
 def finished(body: dict) -> bool:
     return body["status"] in ("succeeded", "failed", "cancelled")
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, so it can be killed and restarted
+    (without persistence, like the machine's) without touching anyone else's."""
+
+    def __init__(self, workdir: Path):
+        import shutil
+
+        if shutil.which("redis-server") is None:
+            unavailable("redis-server", FileNotFoundError("not on PATH"))
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> PrivateRedis:
+        import redis
+
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind",
+                                      "127.0.0.1", "--save", "", "--appendonly", "no",
+                                      "--dir", str(self.workdir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.1)
+        raise RuntimeError("private redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
