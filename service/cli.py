@@ -149,7 +149,10 @@ def cmd_serve(args) -> int:
         lines.append(f"  worker: child process {supervisor.pid}")
     print("\n".join(lines), flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        # Idle keep-alive connections outlive a client's polling gap: a server that closes one
+        # just as the client reuses it fails that request (seen under load with the 5 s default).
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+                    timeout_keep_alive=75)
     finally:
         if supervisor is not None:
             supervisor.stop()
