@@ -589,3 +589,33 @@ def test_untrusted_checkpoints_fail_their_job_with_a_reason_and_never_run_code(
         error = client.get(f"/v1/audits/{job['id']}").json()["error"]
         assert reason.lower() in error.lower() and "internal error" not in error, (name, error)
     assert not marker.exists(), "unpickling ran the checkpoint's code"
+
+
+def test_keys_command_creates_lists_and_revokes(tmp_path, monkeypatch, capsys):
+    """`robustness keys …` on the server, against the same database the gateway uses."""
+    from service.cli import main as cli
+    from workers.settings import get_settings
+
+    monkeypatch.setenv("ROBUSTNESS_HOME", str(tmp_path))
+    for var in ("DATABASE_URL", "REDIS_URL", "ROBUSTNESS_ADMIN_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    get_settings.cache_clear()
+    try:
+        assert cli(["keys", "create", "--tenant", "team-a", "--scopes", "read"]) == 0
+        key = capsys.readouterr().out.strip()
+        assert key.startswith("rbk_")
+        app = create_app(Settings(home=tmp_path, reconcile_seconds=3600))
+        with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as c:
+            assert c.get("/v1/models").status_code == 200
+            assert c.post("/v1/audits", json=AUDIT).status_code == 403
+            assert cli(["keys", "list"]) == 0
+            line = next(x for x in capsys.readouterr().out.splitlines() if "team-a" in x)
+            key_id = line.split("\t")[0]
+            assert "\tread\tactive" in line and key.split(".", 1)[1] not in line
+            assert cli(["keys", "revoke", key_id]) == 0
+            assert c.get("/v1/models").status_code == 401
+        assert cli(["keys", "revoke", key_id]) == 2  # already revoked: a clear error
+        assert cli(["keys", "create", "--tenant", "a b"]) == 2
+        assert "tenant" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()
