@@ -563,7 +563,18 @@ def _bad_checkpoints(tmp_path, weights):
     wrong = {k: (v[:1].clone() if v.ndim > 1 else v) for k, v in good.items()}
     pickled = tmp_path / "evil.pt"
     torch.save({"state_dict": _Marker(marker)}, pickled, pickle_module=pickle)
+    # A torch-layout zip whose one deflated entry would inflate to 1 GiB from ~1 MB.
+    import zipfile
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        with zf.open("archive/data/0", "w", force_zip64=True) as entry:
+            block = bytes(1 << 20)
+            for _ in range(1024):
+                entry.write(block)
     return marker, {
+        "zip bomb": (bomb.read_bytes(), "zip bomb"),
         "pickle payload": (pickled.read_bytes(), "refused to unpickle"),
         "truncated": (weights[: len(weights) // 2], "truncated"),
         "NaN weights": (save(nan), "NaN"),

@@ -31,14 +31,34 @@ def safetensors_header_length(head: bytes) -> int | None:
     return n if 2 <= n <= MAX_SAFETENSORS_HEADER else None
 
 
+# torch writes its archives uncompressed, so a large expansion ratio is never a real
+# checkpoint: it is a zip bomb that would exhaust memory when torch inflates the entry.
+MAX_COMPRESSION_RATIO = 100
+MAX_ARCHIVE_BYTES = 64 * 1024**3
+
+
 def zip_entries(path: Path) -> list[str]:
-    """Entry names without the archive's root folder (torch writes ``<root>/data.pkl`` etc.)."""
+    """Entry names without the archive's root folder (torch writes ``<root>/data.pkl`` etc.).
+
+    Refuses archives whose declared sizes would expand far beyond the file (zip bombs)
+    before any loader inflates them."""
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+            infos = zf.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise ModelLoadError(f"corrupt zip archive: {exc}; {_UNKNOWN}") from None
-    return [n.split("/", 1)[1] if "/" in n else n for n in names]
+    total = sum(i.file_size for i in infos)
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED and \
+                info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+            raise ModelLoadError(f"zip archive entry {info.filename!r} expands "
+                                 f"{info.file_size / max(info.compress_size, 1):.0f}-fold "
+                                 f"({info.file_size} bytes): refused as a zip bomb (torch "
+                                 f"writes checkpoints uncompressed)")
+    if total > MAX_ARCHIVE_BYTES:
+        raise ModelLoadError(f"zip archive declares {total} bytes of content, more than "
+                             f"{MAX_ARCHIVE_BYTES}: refused")
+    return [i.filename.split("/", 1)[1] if "/" in i.filename else i.filename for i in infos]
 
 
 def detect_format(path: str | Path) -> str:
