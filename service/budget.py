@@ -49,3 +49,17 @@ def check_budget(passes: int | None, limit: int, what: str, knobs: str) -> None:
         raise Problem(422, f"budget: this {what} needs about {passes:.3g} example "
                            f"forward+backward passes, more than this service's limit of "
                            f"{limit:.3g} (ROBUSTNESS_MAX_JOB_PASSES); reduce {knobs}")
+
+
+def check_batch_sizes(spec, limit: int) -> None:
+    """Memory per job grows with the batch: refuse batches above the service's limit."""
+    fields = [("batch_size", getattr(spec, "batch_size", None))]
+    fields += [(f"attacks[{i}].batch_size", a.batch_size)
+               for i, a in enumerate(getattr(spec, "attacks", []))]
+    validation = getattr(spec, "validation", None)
+    if validation is not None:
+        fields.append(("validation.batch_size", validation.batch_size))
+    for name, value in fields:
+        if value is not None and value > limit:
+            raise Problem(422, f"{name}: {value} is above this service's limit of {limit} "
+                               f"(ROBUSTNESS_MAX_BATCH_SIZE)")

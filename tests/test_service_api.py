@@ -630,3 +630,28 @@ def test_keys_command_creates_lists_and_revokes(tmp_path, monkeypatch, capsys):
         assert "tenant" in capsys.readouterr().err
     finally:
         get_settings.cache_clear()
+
+
+
+def test_batch_size_and_callback_host_limits(tmp_path, weights):
+    settings = Settings(home=tmp_path, reconcile_seconds=3600, admin_key=ADMIN_KEY,
+                        max_batch_size=512, callback_hosts="hooks.example.com")
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        model_id = upload(client, weights).json()["id"]
+        big = {"model_id": model_id, **AUDIT, "batch_size": 1024}
+        assert_problem(client.post("/v1/audits", json=big), 422,
+                       "batch_size: 1024 is above this service's limit of 512")
+        attack = {"model_id": model_id, **AUDIT,
+                  "attacks": [{"name": "fgsm", "batch_size": 600}]}
+        assert_problem(client.post("/v1/audits", json=attack), 422, "attacks[0].batch_size")
+        training = {"architecture": "madry_mnist", "dataset": {"name": "digits"},
+                    "method": "standard", "epochs": 1, "validation": {"batch_size": 2000}}
+        assert_problem(client.post("/v1/trainings", json=training), 422,
+                       "validation.batch_size")
+        hook = {"cron": "0 3 * * *", "audit": {"model_id": model_id, **AUDIT}}
+        r = client.post("/v1/schedules", json={**hook,
+                                               "callback_url": "http://127.0.0.1:9/x"})
+        assert_problem(r, 422, "host '127.0.0.1' is not among the allowed callback hosts")
+        r = client.post("/v1/schedules", json={**hook,
+                                               "callback_url": "https://hooks.example.com/a"})
+        assert r.status_code == 201

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from robustness.spec import AuditSpec, parse_audit_spec
 from service.auth import Reader, Submitter
-from service.budget import audit_passes, check_budget
+from service.budget import audit_passes, check_batch_sizes, check_budget
 from service.problems import Problem
 from service.reports import adversarial_file, example_records
 from service.routes import jobs
@@ -42,6 +42,7 @@ async def submit_audit(gw: GatewayDep, who: Submitter, request: Request,
                        idempotency_key: Annotated[str | None, Header()] = None):
     spec = parse_audit_spec(await read_json(request))
     confine_dataset_path(spec.dataset)
+    check_batch_sizes(spec, gw.settings.max_batch_size)
     check_budget(audit_passes(spec), gw.settings.max_job_passes, "audit",
                  "dataset.n, steps, restarts or the ε grid")
     jobs.require_model(gw, who.tenant, spec.model_id, "model_id")

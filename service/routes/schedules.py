@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from robustness.spec import AuditSpec, Strict, parse_spec
 from service.auth import Reader, Submitter
-from service.budget import audit_passes, check_budget
+from service.budget import audit_passes, check_batch_sizes, check_budget
 from service.problems import Problem
 from service.routes import jobs
 from service.routes.audits import read_json
@@ -54,6 +54,18 @@ class ScheduleSpec(Strict):
         return v
 
 
+def check_callback_host(url: str | None, allowed: str | None) -> None:
+    """With ROBUSTNESS_CALLBACK_HOSTS set, callbacks go only to those hosts: the gateway must
+    not be a way to reach internal services (SSRF)."""
+    if url is None or not allowed:
+        return
+    hosts = {h.strip().lower() for h in allowed.split(",") if h.strip()}
+    host = (httpx.URL(url).host or "").lower()
+    if host not in hosts:
+        raise Problem(422, f"callback_url: host {host!r} is not among the allowed callback "
+                           f"hosts (ROBUSTNESS_CALLBACK_HOSTS)")
+
+
 def view(r: ScheduleRecord) -> dict:
     return {"id": r.id, "cron": r.cron, "audit": r.audit, "callback_url": r.callback_url,
             "next_run_at": iso(r.next_run_at), "last_run_at": iso(r.last_run_at),
@@ -68,8 +80,10 @@ def view(r: ScheduleRecord) -> dict:
                                                          "ScheduleSpec"}}}}})
 async def create_schedule(gw: GatewayDep, who: Submitter, request: Request):
     spec = parse_spec(ScheduleSpec, await read_json(request))
+    check_callback_host(spec.callback_url, gw.settings.callback_hosts)
     audit = spec.audit
     confine_dataset_path(audit.dataset)
+    check_batch_sizes(audit, gw.settings.max_batch_size)
     check_budget(audit_passes(audit), gw.settings.max_job_passes, "audit",
                  "audit.dataset.n, steps, restarts or the ε grid")
     jobs.require_model(gw, who.tenant, audit.model_id, "audit.model_id")

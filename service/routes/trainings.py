@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request
 
 from robustness.training import TrainingSpec, parse_training_spec
 from service.auth import Reader, Submitter
-from service.budget import check_budget, training_passes
+from service.budget import check_batch_sizes, check_budget, training_passes
 from service.routes import jobs
 from service.routes.audits import read_json
 from service.state import GatewayDep
@@ -26,6 +26,7 @@ async def submit_training(gw: GatewayDep, who: Submitter, request: Request,
                           idempotency_key: Annotated[str | None, Header()] = None):
     spec = parse_training_spec(await read_json(request))
     confine_dataset_path(spec.dataset)
+    check_batch_sizes(spec, gw.settings.max_batch_size)
     check_budget(training_passes(spec), gw.settings.max_job_passes, "training",
                  "dataset.n, epochs or steps")
     if spec.teacher_model_id is not None:
