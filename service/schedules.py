@@ -8,36 +8,29 @@ network), retried a few times, and their outcome recorded on the job.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 import httpx
 from croniter import croniter
 from sqlalchemy import select, update
 
-from service.problems import Problem
 from service.views import job_view
 from workers.db import FINAL_STATES, JobRecord, ScheduleRecord, utcnow
-from workers.jobs import new_job
+from workers.jobs import as_utc, new_job
 from workers.reconcile import send
 
 log = logging.getLogger(__name__)
 CALLBACK_ATTEMPTS = 3
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def next_fire(cron: str, after: datetime) -> datetime:
-    if not croniter.is_valid(cron):
-        raise Problem(422, f"cron: {cron!r} is not a 5-field cron expression (minute hour "
-                           f"day-of-month month day-of-week), e.g. '0 3 * * *'")
-    return croniter(cron, _aware(after)).get_next(datetime)
+    """The next firing after `after`, in UTC (ScheduleSpec has validated `cron`)."""
+    return croniter(cron, as_utc(after)).get_next(datetime)
 
 
 def fire_due(gw, now: datetime | None = None) -> list[str]:
     """Create (and enqueue) the audits of every schedule due at `now`; returns their ids."""
-    now = _aware(now or utcnow())
+    now = as_utc(now or utcnow())
     with gw.db.session() as s:
         due = list(s.execute(select(ScheduleRecord)
                              .where(ScheduleRecord.next_run_at <= now)).scalars())

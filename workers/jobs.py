@@ -141,17 +141,3 @@ def give_up_on_stale(db: Database, lease_seconds: float, max_attempts: int) -> l
                 error=f"its worker stopped responding {max_attempts} times (killed, out of "
                       f"memory or past the time limit); not retried again"))
     return ids
-
-
-def stale_or_waiting(db: Database, lease_seconds: float, waiting_seconds: float
-                     ) -> list[JobRecord]:
-    """Jobs that may have lost their message: running with no heartbeat for a lease, or queued
-    since before `waiting_seconds` ago."""
-    now = utcnow()
-    with db.session() as s:
-        rows = s.execute(select(JobRecord).where(or_(
-            (JobRecord.status == "running")
-            & (JobRecord.heartbeat_at < now - timedelta(seconds=lease_seconds)),
-            (JobRecord.status == "queued")
-            & (JobRecord.enqueued_at < now - timedelta(seconds=waiting_seconds))))).scalars()
-        return list(rows)

@@ -45,8 +45,6 @@ def _job_id_of(raw: bytes | str) -> str | None:
     """The job id a Celery (protocol 2, JSON) message carries, from its raw broker form."""
     try:
         message = json.loads(raw)
-        if isinstance(message, list):  # Redis' unacked entries: [message, exchange, key]
-            message = message[0]
         body = message["body"]
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)

@@ -84,8 +84,8 @@ def _softmax_at(teacher, x: torch.Tensor, temperature: float, device, batch: int
                       for i in range(0, x.shape[0], batch)])
 
 
-def _method_loss(spec: TrainingSpec, generator: torch.Generator, batches_per_epoch: int):
-    r = spec.resolved()
+def _method_loss(spec: TrainingSpec, r: dict, generator: torch.Generator,
+                 batches_per_epoch: int):
     if spec.method == "standard":
         return methods.standard
     if spec.method == "distillation":
@@ -140,7 +140,7 @@ def train_from_spec(spec: TrainingSpec, *, data_root=None, device=None,
         return stop
 
     batches = -(-x.shape[0] // spec.batch_size)
-    fit(model, x, target, loss=_method_loss(spec, generator, batches), on_epoch=on_epoch,
+    fit(model, x, target, loss=_method_loss(spec, resolved, generator, batches), on_epoch=on_epoch,
         progress=(lambda d, t: progress(d, t, f"train:{spec.method}")) if progress else None,
         **common)
     selected = "last"

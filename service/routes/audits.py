@@ -15,6 +15,7 @@ from service.budget import audit_passes, check_batch_sizes, check_budget
 from service.problems import Problem
 from service.reports import adversarial_file, example_records
 from service.routes import jobs
+from service.routes.body import read_json
 from service.state import Gateway, GatewayDep
 from workers.confine import confine_dataset_path
 from workers.db import JobRecord
@@ -22,17 +23,6 @@ from workers.keys import Principal
 
 router = APIRouter(prefix="/v1/audits", tags=["audits"])
 KIND = "audit"
-
-
-async def read_json(request: Request) -> dict:
-    body = await request.body()
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Problem(400, f"body: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise Problem(422, "body: must be a JSON object (the spec)")
-    return data
 
 
 @router.post("", status_code=202, summary="Submit an audit",

@@ -10,7 +10,7 @@ from pydantic import Field
 from robustness.spec import Strict, parse_spec
 from service.auth import Admin
 from service.problems import Problem
-from service.routes.audits import read_json
+from service.routes.body import read_json
 from service.state import GatewayDep
 from service.views import iso
 from workers.keys import SCOPES, check_scopes, check_tenant, create_key, list_keys, revoke_key

@@ -15,7 +15,7 @@ from service.auth import Reader, Submitter
 from service.budget import audit_passes, check_batch_sizes, check_budget
 from service.problems import Problem
 from service.routes import jobs
-from service.routes.audits import read_json
+from service.routes.body import read_json
 from service.routes.records import get_or_404, page
 from service.schedules import next_fire
 from service.state import GatewayDep

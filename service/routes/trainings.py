@@ -10,7 +10,7 @@ from robustness.training import TrainingSpec, parse_training_spec
 from service.auth import Reader, Submitter
 from service.budget import check_batch_sizes, check_budget, training_passes
 from service.routes import jobs
-from service.routes.audits import read_json
+from service.routes.body import read_json
 from service.state import GatewayDep
 from workers.confine import confine_dataset_path
 
