@@ -5,9 +5,17 @@ PGD-50 with step 0.01 and 10 random restarts at ε=0.3 on the full test set.
 
 Wong et al.'s recipe: their small MNIST CNN (our `wong_mnist`), batch 100, 10 epochs, Adam with
 a cyclic learning rate peaking at 5e-3, random start in the ε-ball and step α=0.375 (1.25ε).
-They report 97.5% clean and 88.77% PGD accuracy. The last 1000 training images are held out
-for the per-epoch monitors and checkpoint selection, so 59000 are trained on. Writes the model
-(model.safetensors + model.json) and `result.json` with wall times to --out.
+They report 97.5% clean and 88.77% PGD accuracy; that recipe gives 81-87% here, and
+`--train-epsilon 0.4 --epsilon-warmup 4` (train at ε=0.4, ramped up over 4 epochs; monitors
+and evaluation at ε=0.3) gives 88% or more on every seed we ran (docs/benchmarks.md).
+The last 1000 training images are held out for the per-epoch monitors and checkpoint
+selection, so 59000 are trained on. Writes the model (model.safetensors + model.json),
+`report.json` and `result.json` with wall times to --out.
+
+`--eval-workers K` splits the test set into K contiguous slices, each audited in its own
+process through `robustness audit`'s code path (one thread each), and adds up the counts: the
+same attack as one audit (each slice draws its own random starts), K times sooner on K
+idle cores.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -30,9 +39,38 @@ AUDIT = {"dataset": {"name": "mnist", "split": "test"},
          "epsilons": [0.3], "batch_size": 1000, "seed": 0}
 
 
-def main():
+def _audit_slice(weights: str, offset: int, n: int, data_root, threads: int) -> dict:
     from robustness.audit import audit_model_file
     from robustness.spec import parse_audit_spec
+
+    torch.set_num_threads(threads)
+    audit = parse_audit_spec({**AUDIT, "dataset": {**AUDIT["dataset"], "offset": offset,
+                                                   "n": n}})
+    return audit_model_file(audit, weights, None, data_root=data_root, device="cpu").report
+
+
+def evaluate(weights: Path, n: int, data_root, workers: int, threads: int) -> dict:
+    """Accuracies over the first n test images, audited in `workers` slices."""
+    cuts = [round(i * n / workers) for i in range(workers + 1)]
+    slices = [(cuts[i], cuts[i + 1] - cuts[i]) for i in range(workers)]
+    if workers == 1:
+        reports = [_audit_slice(str(weights), 0, n, data_root, threads)]
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            reports = list(pool.map(_audit_slice, *zip(*[
+                (str(weights), off, k, data_root, threads) for off, k in slices])))
+
+    def pooled(get) -> float:
+        return sum(get(r) * k for r, (_, k) in zip(reports, slices)) / n
+
+    acc = {label: pooled(lambda r, label=label: next(
+        x["accuracy"] for x in r["results"] if x["label"] == label)) for label in ("fgsm", "pgd")}
+    return {"clean_accuracy": pooled(lambda r: r["clean"]["accuracy"]),
+            "fgsm_accuracy": acc["fgsm"], "pgd50x10_accuracy": acc["pgd"],
+            "slices": [{"offset": off, "n": k} for off, k in slices], "reports": reports}
+
+
+def main():
     from robustness.training import parse_training_spec, save_training, train_from_spec
 
     parser = argparse.ArgumentParser()
@@ -41,6 +79,10 @@ def main():
     parser.add_argument("--n", type=int, default=10000, help="test images to evaluate")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--architecture", default=SPEC["architecture"],
+                        help="wong_mnist (Wong et al.'s network) or madry_mnist (Madry et "
+                        "al.'s, about 20 times the compute)")
+    parser.add_argument("--lr", type=float, default=SPEC["lr"], help="peak learning rate")
     parser.add_argument("--epochs", type=int, default=SPEC["epochs"])
     parser.add_argument("--train-epsilon", type=float, default=SPEC["epsilon"],
                         help="training ε (step 1.25ε); the monitors and the evaluation stay "
@@ -48,38 +90,47 @@ def main():
     parser.add_argument("--epsilon-warmup", type=float, default=0.0,
                         help="epochs of linear ε ramp at the start (default 0: Wong et al.'s "
                         "recipe as published)")
+    parser.add_argument("--eval-workers", type=int, default=1,
+                        help="processes that audit slices of the test set in parallel")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="evaluate the model already in --out instead of training")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads() if args.eval_workers == 1 else 1
     out = Path(args.out)
-    t0 = time.perf_counter()
-    eps = args.train_epsilon
-    spec = parse_training_spec({**SPEC, "seed": args.seed, "epochs": args.epochs,
-                                "epsilon": eps, "step_size": 1.25 * eps,
-                                "validation": {**SPEC["validation"], "epsilon": 0.3},
-                                **({"epsilon_warmup": args.epsilon_warmup}
-                                   if args.epsilon_warmup else {})})
-    result = train_from_spec(spec, data_root=args.data_root, device="cpu",
-                             log=lambda e: print(json.dumps(e), flush=True))
-    train_seconds = time.perf_counter() - t0
-    weights = save_training(result, out)
-    audit = parse_audit_spec({**AUDIT, "dataset": {**AUDIT["dataset"], "n": args.n}})
+    summary = {}
+    if args.eval_only:
+        weights = out / "model.safetensors"
+        summary = json.loads((out / "result.json").read_text()) if (
+            out / "result.json").exists() else {}
+    else:
+        t0 = time.perf_counter()
+        eps = args.train_epsilon
+        spec = parse_training_spec({**SPEC, "seed": args.seed, "epochs": args.epochs,
+                                    "architecture": args.architecture, "lr": args.lr,
+                                    "epsilon": eps, "step_size": 1.25 * eps,
+                                    "validation": {**SPEC["validation"], "epsilon": 0.3},
+                                    **({"epsilon_warmup": args.epsilon_warmup}
+                                       if args.epsilon_warmup else {})})
+        result = train_from_spec(spec, data_root=args.data_root, device="cpu",
+                                 log=lambda e: print(json.dumps(e), flush=True))
+        train_seconds = time.perf_counter() - t0
+        weights = save_training(result, out)
+        card = result.card["training"]
+        summary = {"seed": args.seed, "architecture": args.architecture, "lr": args.lr,
+                   "epsilon_warmup": args.epsilon_warmup, "train_epsilon": eps,
+                   "train_seconds": round(train_seconds, 1), "epochs_run": card["epochs_run"],
+                   "selected_epoch": card["selected_epoch"],
+                   "catastrophic_overfitting": card["catastrophic_overfitting"],
+                   "held_out_pgd10": [h["pgd_accuracy"] for h in card["history"]],
+                   "train_threads": torch.get_num_threads()}
     t1 = time.perf_counter()
-    report = audit_model_file(audit, weights, None, data_root=args.data_root,
-                              device="cpu").report
-    eval_seconds = time.perf_counter() - t1
-    acc = {r["label"]: r["accuracy"] for r in report["results"]}
-    summary = {"clean_accuracy": report["clean"]["accuracy"],
-               "fgsm_accuracy": acc["fgsm"], "pgd50x10_accuracy": acc["pgd"],
-               "n": args.n, "train_seconds": round(train_seconds, 1),
-               "eval_seconds": round(eval_seconds, 1),
-               "seed": args.seed, "epsilon_warmup": args.epsilon_warmup,
-               "train_epsilon": eps,
-               "epochs_run": result.card["training"]["epochs_run"],
-               "selected_epoch": result.card["training"]["selected_epoch"],
-               "catastrophic_overfitting": result.card["training"]["catastrophic_overfitting"],
-               "threads": torch.get_num_threads(), "torch": torch.__version__}
-    (out / "report.json").write_text(json.dumps(report))
+    ev = evaluate(weights, args.n, args.data_root, args.eval_workers, threads)
+    reports = ev.pop("reports")
+    summary.update(ev, n=args.n, eval_seconds=round(time.perf_counter() - t1, 1),
+                   eval_workers=args.eval_workers, torch=torch.__version__)
+    (out / "report.json").write_text(json.dumps(reports[0] if len(reports) == 1 else reports))
     (out / "result.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
 

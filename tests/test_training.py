@@ -151,6 +151,23 @@ MASKED = [(0.772, 0.637, 0.004), (0.775, 0.621, 0.016), (0.746, 0.665, 0.006),
           (0.981, 0.902, 0.241), (0.984, 0.9, 0.288), (0.985, 0.931, 0.352),
           (0.984, 0.928, 0.333)]
 
+# Wong et al.'s recipe, seed 1 (wong_mnist, ε=0.3), epochs 1-10: a gap above 0.5 for two
+# epochs, but PGD accuracy climbing through it; it ends at 0.90.
+SLOW_START = [(0.948, 0.627, 0.091), (0.976, 0.833, 0.214), (0.972, 0.855, 0.719),
+              (0.984, 0.909, 0.848), (0.986, 0.912, 0.644), (0.985, 0.934, 0.895),
+              (0.985, 0.928, 0.847), (0.985, 0.937, 0.882), (0.988, 0.942, 0.881),
+              (0.99, 0.953, 0.9)]
+
+# Trained at ε=0.4 with ε ramped over 2 epochs, seed 3 (wong_mnist, monitors at ε=0.3): the
+# collapse comes one epoch after the ramp ends.
+AFTER_RAMP = [(0.973, 0.644, 0.006), (0.968, 0.859, 0.678), (0.921, 0.911, 0.0),
+              (0.917, 0.0, 0.0), (0.953, 0.952, 0.0), (0.956, 0.956, 0.0)]
+
+# The same at seed 6: PGD and FGSM accuracy fall together, epochs 1-7.
+BOTH_FALL = [(0.968, 0.684, 0.008), (0.976, 0.815, 0.625), (0.979, 0.876, 0.821),
+             (0.981, 0.902, 0.85), (0.972, 0.073, 0.003), (0.976, 0.083, 0.003),
+             (0.982, 0.04, 0.001)]
+
 
 def _history(rows):
     return [{"epoch": i + 1, "clean_accuracy": c, "fgsm_accuracy": f, "pgd_accuracy": p}
@@ -190,6 +207,25 @@ def test_catastrophic_overfitting_detection_on_measured_runs():
     co = detect_collapse(masked[:2], drop=0.5, gap=0.2, masking_gap=0.5)
     assert co is not None and co["kind"] == "masked" and co["epoch"] == 2
     assert detect_collapse(masked[:1], drop=0.5, gap=0.2, masking_gap=0.5) is None
+    # Under an ε ramp a wide gap is expected: `masked` waits for two epochs after the ramp.
+    assert not any(detect_collapse(masked[:i], drop=0.5, gap=0.2, masking_gap=0.5, warmup=2)
+                   for i in range(1, 4))
+    co = detect_collapse(masked[:4], drop=0.5, gap=0.2, masking_gap=0.5, warmup=2)
+    assert co is not None and co["kind"] == "masked" and co["epoch"] == 4
+    # A fall is judged across the ramp's end: from its last epoch's 0.678 to 0.0 at epoch 3.
+    ramp = _history(AFTER_RAMP)
+    co = detect_collapse(ramp[:3], drop=0.5, gap=0.2, masking_gap=0.5, warmup=2)
+    assert co is not None and co["kind"] == "fall" and co["best_epoch"] == 2
+    # PGD and FGSM accuracy collapsing together is caught as well.
+    both = _history(BOTH_FALL)
+    first = next(i for i in range(1, len(both) + 1)
+                 if detect_collapse(both[:i], drop=0.5, gap=0.2, masking_gap=0.5, warmup=2))
+    assert first == 5
+    # A wide gap while PGD accuracy still climbs is a slow start, not a collapse.
+    slow = _history(SLOW_START)
+    assert slow[1]["fgsm_accuracy"] - slow[1]["pgd_accuracy"] > 0.5
+    assert not any(detect_collapse(slow[:i], drop=0.5, gap=0.2, masking_gap=0.5)
+                   for i in range(1, len(slow) + 1))
 
 
 @pytest.mark.parametrize("spec, message", [

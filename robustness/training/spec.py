@@ -52,10 +52,10 @@ class ValidationSpec(Strict):
     collapse_drop: float = Field(default=0.5, gt=0, le=1, description="catastrophic "
                                  "overfitting: PGD accuracy fell by this fraction of its best")
     collapse_gap: float = Field(default=0.2, gt=0, le=1, description="... while FGSM accuracy "
-                                "stays at least this far above PGD accuracy")
+                                "stays at least this far above PGD accuracy (or falls with it)")
     masking_gap: float = Field(default=0.5, gt=0, le=1, description="catastrophic "
                                "overfitting from the start: FGSM accuracy above PGD accuracy by "
-                               "at least this much two epochs running")
+                               "at least this much two epochs running, while PGD accuracy does not rise")
 
 
 class TrainingSpec(Strict):
