@@ -212,8 +212,10 @@ def test_catastrophic_overfitting_detection_on_measured_runs():
                    for i in range(1, 4))
     co = detect_collapse(masked[:4], drop=0.5, gap=0.2, masking_gap=0.5, warmup=2)
     assert co is not None and co["kind"] == "masked" and co["epoch"] == 4
-    # A fall is judged across the ramp's end: from its last epoch's 0.678 to 0.0 at epoch 3.
+    # A fall is judged across the ramp's end: from its last epoch's 0.678 to 0.0 at epoch 3;
+    # inside the ramp it is not (the same two epochs, read as the end of a 3-epoch ramp).
     ramp = _history(AFTER_RAMP)
+    assert detect_collapse(ramp[1:3], drop=0.5, gap=0.2, masking_gap=0.5, warmup=3) is None
     co = detect_collapse(ramp[:3], drop=0.5, gap=0.2, masking_gap=0.5, warmup=2)
     assert co is not None and co["kind"] == "fall" and co["best_epoch"] == 2
     # PGD and FGSM accuracy collapsing together is caught as well.

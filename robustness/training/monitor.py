@@ -52,10 +52,10 @@ def detect_collapse(history: list[dict], drop: float, gap: float,
     start sits at FGSM 0.6-0.9, PGD 0.0 from epoch 1 on; but Wong et al.'s recipe also opens
     with gaps up to 0.62 on some seeds while PGD accuracy climbs (0.09, 0.21, then 0.72 and
     0.90 at epoch 10), and stopping those at epoch 2 threw away a robust model.
-    `masked` is not judged on the `warmup` epochs of an ε ramp, which train at a smaller ε than
-    the monitors attack with, so a wide gap there is expected; a `fall` is judged on every
-    epoch, since a collapse can come right after the ramp (measured: PGD accuracy 0.68 at the
-    end of a 2-epoch ramp, 0.0 one epoch later).
+    Neither is judged on the `warmup` epochs of an ε ramp, which train at a smaller ε than the
+    monitors attack with, so a wide gap or a wobble there is expected; but a fall after the
+    ramp counts from the best epoch of the ramp too, since a collapse can come right after it
+    (measured: PGD accuracy 0.68 at the end of a 2-epoch ramp, 0.0 one epoch later).
     """
     if len(history) < 2 or history[-1].get("pgd_accuracy") is None:
         return None
@@ -67,7 +67,7 @@ def detect_collapse(history: list[dict], drop: float, gap: float,
              "best_pgd_accuracy": best["pgd_accuracy"]}
     masks_fgsm = now["fgsm_accuracy"] - now["pgd_accuracy"] >= gap
     lost_both = now["fgsm_accuracy"] <= (1 - drop) * best["fgsm_accuracy"]
-    if (fell >= MIN_COLLAPSE and fell >= drop * best["pgd_accuracy"]
+    if (now["epoch"] > warmup and fell >= MIN_COLLAPSE and fell >= drop * best["pgd_accuracy"]
             and (masks_fgsm or lost_both)):
         return {"kind": "fall", **found}
     rising = now["pgd_accuracy"] - history[-2]["pgd_accuracy"] >= MIN_COLLAPSE
