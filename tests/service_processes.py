@@ -17,6 +17,9 @@ import pytest
 
 ADMIN_KEY = "e2e-admin-key"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+# The `digits_model` fixture's metadata, as the service tests upload it.
+METADATA = {"name": "digits-cnn", "architecture": "madry_mnist", "num_classes": 10,
+            "input_shape": [1, 8, 8]}
 REDIS_URL = os.environ.get("ROBUSTNESS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 POSTGRES_ADMIN_URL = os.environ.get("ROBUSTNESS_TEST_POSTGRES_URL",
                                     "postgresql://postgres@127.0.0.1:5432/test")

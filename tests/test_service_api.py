@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from service_processes import PostgresDatabase, fresh_redis_url
+from service_processes import METADATA, PostgresDatabase, fresh_redis_url
 from sqlalchemy import update
 
 from robustness.models import save_state_dict
@@ -20,8 +20,6 @@ from workers.db import JobRecord, utcnow
 from workers.reconcile import queued_message_ids, reconcile
 from workers.settings import Settings
 
-METADATA = {"name": "digits-cnn", "architecture": "madry_mnist", "num_classes": 10,
-            "input_shape": [1, 8, 8]}
 AUDIT = {"dataset": {"name": "digits", "n": 20}, "attacks": [{"name": "fgsm"}],
          "epsilons": [0.1]}
 

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from service_processes import (
     AUTH,
+    METADATA,
     PostgresDatabase,
     Service,
     finished,
@@ -30,8 +31,6 @@ from robustness.audit import audit_model_file
 from robustness.models import ModelMetadata, load_model, save_state_dict
 from robustness.spec import parse_audit_spec
 
-METADATA = {"name": "digits-cnn", "architecture": "madry_mnist", "num_classes": 10,
-            "input_shape": [1, 8, 8]}
 AUDIT = {"dataset": {"name": "digits", "split": "test", "n": 120, "offset": 30},
          "attacks": [{"name": "fgsm"}, {"name": "pgd", "steps": 10, "restarts": 2},
                      {"name": "cw", "steps": 30, "binary_search_steps": 3,

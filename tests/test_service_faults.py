@@ -11,6 +11,7 @@ import httpx
 import pytest
 from service_processes import (
     AUTH,
+    METADATA,
     PostgresDatabase,
     PrivateRedis,
     Service,
@@ -20,8 +21,6 @@ from service_processes import (
 
 from robustness.models import save_state_dict
 
-METADATA = {"name": "digits-cnn", "architecture": "madry_mnist", "num_classes": 10,
-            "input_shape": [1, 8, 8]}
 AUDIT = {"dataset": {"name": "digits", "n": 40}, "attacks": [{"name": "pgd", "steps": 5}],
          "epsilons": [0.1]}
 
