@@ -37,34 +37,34 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def timed(request, what: str, expected: int, times: list, log: dict):
+    """One request: its latency into `times`, or a failure into the log (then None)."""
+    t0 = time.perf_counter()
+    try:
+        r = await request
+    except httpx.HTTPError as exc:
+        log["failures"].append(f"{what} {type(exc).__name__}")
+        return None
+    times.append(time.perf_counter() - t0)
+    if r.status_code != expected:
+        log["failures"].append(f"{what} {r.status_code} {r.text[:200]}")
+        return None
+    return r
+
+
 async def client_loop(http: httpx.AsyncClient, model_id: str, stop_at: float, log: dict):
     while time.monotonic() < stop_at:
-        t0 = time.perf_counter()
-        try:
-            r = await http.post("/v1/audits", json={"model_id": model_id, **AUDIT},
-                                headers={"Idempotency-Key": uuid.uuid4().hex})
-        except httpx.HTTPError as exc:
-            log["failures"].append(f"POST {type(exc).__name__}")
-            continue
-        log["post"].append(time.perf_counter() - t0)
-        if r.status_code != 202:
-            log["failures"].append(f"POST {r.status_code} {r.text[:200]}")
+        r = await timed(http.post("/v1/audits", json={"model_id": model_id, **AUDIT},
+                                  headers={"Idempotency-Key": uuid.uuid4().hex}),
+                        "POST", 202, log["post"], log)
+        if r is None:
             continue
         job_id = r.json()["id"]
         log["submitted"].append(job_id)
         while True:
             await asyncio.sleep(0.25)
-            t0 = time.perf_counter()
-            try:
-                g = await http.get(f"/v1/audits/{job_id}")
-            except httpx.HTTPError as exc:
-                log["failures"].append(f"GET {type(exc).__name__}")
-                continue
-            log["get"].append(time.perf_counter() - t0)
-            if g.status_code != 200:
-                log["failures"].append(f"GET {g.status_code}")
-                continue
-            if g.json()["status"] in ("succeeded", "failed", "cancelled"):
+            g = await timed(http.get(f"/v1/audits/{job_id}"), "GET", 200, log["get"], log)
+            if g is not None and g.json()["status"] in ("succeeded", "failed", "cancelled"):
                 break
 
 
