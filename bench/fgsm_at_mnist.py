@@ -60,13 +60,14 @@ def evaluate(weights: Path, n: int, data_root, workers: int, threads: int) -> di
             reports = list(pool.map(_audit_slice, *zip(*[
                 (str(weights), off, k, data_root, threads) for off, k in slices])))
 
-    def pooled(get) -> float:
-        return sum(get(r) * k for r, (_, k) in zip(reports, slices)) / n
-
-    acc = {label: pooled(lambda r, label=label: next(
-        x["accuracy"] for x in r["results"] if x["label"] == label)) for label in ("fgsm", "pgd")}
-    return {"clean_accuracy": pooled(lambda r: r["clean"]["accuracy"]),
-            "fgsm_accuracy": acc["fgsm"], "pgd50x10_accuracy": acc["pgd"],
+    per_slice = [{"clean_accuracy": r["clean"]["accuracy"],
+                  **{f"{x['label']}_accuracy": x["accuracy"] for x in r["results"]}}
+                 for r in reports]
+    pooled = {key: sum(acc[key] * k for acc, (_, k) in zip(per_slice, slices)) / n
+              for key in ("clean_accuracy", "fgsm_accuracy", "pgd_accuracy")}
+    return {"clean_accuracy": pooled["clean_accuracy"],
+            "fgsm_accuracy": pooled["fgsm_accuracy"],
+            "pgd50x10_accuracy": pooled["pgd_accuracy"],
             "slices": [{"offset": off, "n": k} for off, k in slices], "reports": reports}
 
 

@@ -4,10 +4,10 @@
     .venv/bin/python bench/fgsm_at_variants.py VARIANT --data-root ../shared/data [--seed N] ...
 
 This is how the "what else was tried" table of docs/benchmarks.md was measured. Variants:
-`recipe` (the library's `fgsm` method; --train-eps and --warmup apply), `rs` (the same
-random-start FGSM written out, with step --alpha·ε), `nfgsm` (de Jorge et al. 2022: noise of
---k·ε, step --alpha·ε, no projection back to the ε-ball) and `ga` (GradAlign, Andriushchenko &
-Flammarion 2020: `rs` plus --lam·(1 − cos) of the input gradients at two random points).
+`recipe` (the library's `fgsm` method: random start, step --alpha·ε; --train-eps and
+--warmup apply), `nfgsm` (de Jorge et al. 2022: noise of --k·ε, step --alpha·ε, no
+projection back to the ε-ball) and `ga` (GradAlign, Andriushchenko & Flammarion 2020: the
+`recipe` loss plus --lam·(1 − cos) of the input gradients at two random points of the ball).
 Only `recipe` is a method of the library; the others exist here to be compared and were not
 adopted (see docs/benchmarks.md). --n 0 trains only and prints the held-out PGD-10 history.
 """
@@ -21,15 +21,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from fgsm_at_mnist import SPEC, evaluate
 
-from robustness.audit import audit_model_file
-from robustness.spec import parse_audit_spec
-from robustness.training import job, parse_training_spec, save_training, train_from_spec
+from robustness.training import job, methods, parse_training_spec, save_training, train_from_spec
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("variant", choices=["recipe", "rs", "nfgsm", "ga"])
+    p.add_argument("variant", choices=["recipe", "nfgsm", "ga"])
     p.add_argument("--data-root", default=None)
     p.add_argument("--out-dir", default="out/fgsm-at-variants")
     p.add_argument("--seed", type=int, default=0)
@@ -46,37 +45,24 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    batches = 590  # 59,000 training images in batches of 100
-    calls = [0]
-
-    def eps_now() -> float:
-        calls[0] += 1
-        w = a.warmup * batches
-        return a.train_eps * (1.0 if not w or calls[0] >= w else calls[0] / w)
 
     def uniform(x, gen, scale):
         return (torch.rand(x.shape, generator=gen) * 2 - 1) * scale
 
-    def rs(gen):
-        def loss(model, x, y):
-            eps = eps_now()
-            noise = uniform(x, gen, eps).requires_grad_(True)
-            (g,) = torch.autograd.grad(F.cross_entropy(model(x + noise), y), noise)
-            delta = (noise.detach() + a.alpha * eps * g.sign()).clamp(-eps, eps)
-            return F.cross_entropy(model((x + delta).clamp(0, 1)), y)
-        return loss
+    def nfgsm(spec, resolved, gen, batches):
+        """No projection, so the library's `ascend` (which projects) cannot express it."""
+        ramp = methods._ramp(round(a.warmup * batches))
 
-    def nfgsm(gen):
         def loss(model, x, y):
-            eps = eps_now()
+            eps = a.train_eps * ramp()
             noise = uniform(x, gen, a.k * eps).requires_grad_(True)
             (g,) = torch.autograd.grad(F.cross_entropy(model(x + noise), y), noise)
             return F.cross_entropy(model((x + noise.detach() + a.alpha * eps * g.sign())
                                          .clamp(0, 1)), y)
         return loss
 
-    def ga(gen):
-        base = rs(gen)
+    def ga(spec, resolved, gen, batches):
+        base = library_loss(spec, resolved, gen, batches)
 
         def loss(model, x, y):
             grads = []
@@ -89,17 +75,14 @@ def main():
             return base(model, x, y) + a.lam * (1 - cos).mean()
         return loss
 
-    variants = {"rs": rs, "nfgsm": nfgsm, "ga": ga}
     library_loss = job._method_loss
     if a.variant != "recipe":
-        job._method_loss = lambda spec, r, gen, bpe: variants[a.variant](gen)
+        job._method_loss = {"nfgsm": nfgsm, "ga": ga}[a.variant]
 
     spec = parse_training_spec({
-        "name": f"variant-{a.variant}", "architecture": a.arch,
-        "dataset": {"name": "mnist", "split": "train"}, "method": "fgsm",
-        "epsilon": a.train_eps, "step_size": a.alpha * a.train_eps, "lr_schedule": "cyclic",
-        "epochs": a.epochs, "batch_size": 100, "lr": a.lr, "seed": a.seed,
-        "validation": {"n": 1000, "steps": 10, "epsilon": 0.3},
+        **SPEC, "name": f"variant-{a.variant}", "architecture": a.arch,
+        "epsilon": a.train_eps, "step_size": a.alpha * a.train_eps, "epochs": a.epochs,
+        "lr": a.lr, "seed": a.seed, "validation": {**SPEC["validation"], "epsilon": 0.3},
         "on_catastrophic_overfitting": "continue" if a.cont else "stop",
         **({"epsilon_warmup": a.warmup} if a.warmup else {})})
     tag = (f"{a.variant}-s{a.seed}-te{a.train_eps}-a{a.alpha}-w{a.warmup}-k{a.k}-l{a.lam}"
@@ -117,17 +100,10 @@ def main():
                "catastrophic_overfitting": t["catastrophic_overfitting"],
                "train_seconds": round(train_s)}
     if a.n:
-        audit = parse_audit_spec({
-            "dataset": {"name": "mnist", "split": "test", "n": a.n},
-            "attacks": [{"name": "fgsm"},
-                        {"name": "pgd", "steps": 50, "step_size": 0.01, "restarts": 10}],
-            "epsilons": [0.3], "batch_size": 1000, "seed": 0})
         t1 = time.perf_counter()
-        report = audit_model_file(audit, weights, None, data_root=a.data_root,
-                                  device="cpu").report
-        acc = {r["label"]: r["accuracy"] for r in report["results"]}
-        summary.update(clean=report["clean"]["accuracy"], fgsm=acc["fgsm"],
-                       pgd50x10=acc["pgd"], n=a.n, eval_seconds=round(time.perf_counter() - t1))
+        ev = evaluate(weights, a.n, a.data_root, 1, a.threads)
+        ev.pop("reports")
+        summary.update(ev, n=a.n, eval_seconds=round(time.perf_counter() - t1))
     (out / "result.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
 
