@@ -6,6 +6,7 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
 RUN pip install "torch==2.14.1" "torchvision==0.29.1"
 COPY pyproject.toml README.md ./
 COPY robustness robustness
+COPY store store
 COPY workers workers
 COPY service service
 RUN pip install ".[service,worker]"

@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from fgsm_at_mnist import SPEC, evaluate
 
-from robustness.training import job, methods, parse_training_spec, save_training, train_from_spec
+from robustness.training import (
+    from_spec,
+    methods,
+    parse_training_spec,
+    save_training,
+    train_from_spec,
+)
 
 
 def main():
@@ -75,9 +81,9 @@ def main():
             return base(model, x, y) + a.lam * (1 - cos).mean()
         return loss
 
-    library_loss = job._method_loss
+    library_loss = from_spec._method_loss
     if a.variant != "recipe":
-        job._method_loss = {"nfgsm": nfgsm, "ga": ga}[a.variant]
+        from_spec._method_loss = {"nfgsm": nfgsm, "ga": ga}[a.variant]
 
     spec = parse_training_spec({
         **SPEC, "name": f"variant-{a.variant}", "architecture": a.arch,
@@ -91,7 +97,7 @@ def main():
     t0 = time.perf_counter()
     result = train_from_spec(spec, data_root=a.data_root, device="cpu",
                              log=lambda e: print(json.dumps(e), flush=True))
-    job._method_loss = library_loss
+    from_spec._method_loss = library_loss
     train_s = time.perf_counter() - t0
     weights = save_training(result, out)
     t = result.card["training"]

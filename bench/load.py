@@ -106,7 +106,7 @@ def start_service(home: Path) -> tuple[subprocess.Popen, str, str]:
            "ROBUSTNESS_DEVICE": "cpu"}
     for var in ("DATABASE_URL", "REDIS_URL"):
         env.pop(var, None)
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "robustness", "serve", "--port", str(port)],
                             env=env, stdout=open(home / "serve.log", "ab"),  # noqa: SIM115
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -1,7 +1,9 @@
-"""One audit from files: load the data and the model, check they fit, run the ε-sweep.
+"""The audit entry point: `audit(model, data, spec)` is the one function the CLI, the workers
+and the studies call, so a report means the same thing whichever of them produced it.
 
-The CLI and the workers both call `audit_model_file`, so a report means the same thing
-whichever entry point produced it.
+`audit_model_file` is the file-level convenience around it (load the data, then the model
+with the input shape the data tells, then `audit`); the worker does the same two loads
+through its caches, with the same `metadata_for_data`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 from robustness.data import load_dataset
 from robustness.devices import pick_device
 from robustness.errors import SpecError
-from robustness.evaluation import AuditResult, run_audit
+from robustness.evaluation import AuditResult, Progress, run_sweep
 from robustness.models import ModelMetadata, load_model
 from robustness.spec import AuditSpec
 
@@ -36,17 +38,30 @@ def check_model_fits_data(model, data) -> None:
                         f"num_classes={model.metadata.num_classes}")
 
 
+def metadata_for_data(metadata: ModelMetadata | None, data) -> ModelMetadata:
+    """Graph formats need no architecture or input shape: the data tells the input shape."""
+    metadata = metadata or ModelMetadata()
+    if metadata.input_shape is None:
+        return metadata.model_copy(update={"input_shape": list(data.x.shape[1:])})
+    return metadata
+
+
+def audit(model, data, spec: AuditSpec, *, device=None, progress: Progress | None = None,
+          collect_adversarial: bool = False, model_extra: dict | None = None) -> AuditResult:
+    """Audit a loaded classifier (`robustness.models.Classifier`) on loaded data.
+    `model_extra` adds to the report's `model` record (the service adds the model's id)."""
+    check_model_fits_data(model, data)
+    return run_sweep(model, data, spec, device=device, progress=progress,
+                     collect_adversarial=collect_adversarial,
+                     model_info={**model_info(model), **(model_extra or {})})
+
+
 def audit_model_file(spec: AuditSpec, model_path: str | Path,
                      metadata: ModelMetadata | None = None, *, data_root=None, device=None,
-                     progress=None, collect_adversarial: bool = False) -> AuditResult:
+                     progress: Progress | None = None,
+                     collect_adversarial: bool = False) -> AuditResult:
     device = pick_device(device)
     data = load_dataset(spec.dataset, data_root)
-    if metadata is None:
-        metadata = ModelMetadata()
-    if metadata.input_shape is None:
-        # Graph formats need no architecture; the data tells the input shape.
-        metadata = metadata.model_copy(update={"input_shape": list(data.x.shape[1:])})
-    model = load_model(model_path, metadata, device=device)
-    check_model_fits_data(model, data)
-    return run_audit(model, data, spec, device=device, progress=progress,
-                     collect_adversarial=collect_adversarial, model_info=model_info(model))
+    model = load_model(model_path, metadata_for_data(metadata, data), device=device)
+    return audit(model, data, spec, device=device, progress=progress,
+                 collect_adversarial=collect_adversarial)

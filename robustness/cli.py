@@ -1,5 +1,6 @@
-"""`robustness` command line: `audit`, `train` and `demo` here; the service package adds
-`serve` and `worker` through `extend` (this package never imports the service).
+"""`robustness` command line: `audit`, `train` and `demo` here; the service adds `serve` and
+`keys`, the workers `worker`, each through the `robustness.commands` entry point (this package
+never imports either; installed without them, the library's commands still work).
 
 Exit codes: 0 done (gate passed or absent), 1 the report's gate failed, 2 bad input (spec,
 model, data), with one line on stderr saying what to fix.
@@ -168,11 +169,24 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.out_dir), device=args.device)
 
 
-def build_parser(extend=None) -> argparse.ArgumentParser:
+def _extensions() -> list:
+    """`add_commands(subparsers)` of every installed package that extends the command."""
+    from importlib.metadata import entry_points
+
+    found = []
+    for entry in sorted(entry_points(group="robustness.commands"), key=lambda e: e.name):
+        try:
+            found.append(entry.load())
+        except ImportError:  # that part is not installed (e.g. no service extras)
+            continue
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    if extend is not None:
-        extend(sub)
+    for add_commands in _extensions():
+        add_commands(sub)
     audit = sub.add_parser("audit", help="ε-sweep audit of a model file; writes a JSON report")
     audit.add_argument("--spec", required=True, help="audit spec JSON (keys of POST /v1/audits)")
     audit.add_argument("--model", required=True, help="safetensors, .pt2, TorchScript or .pt")
@@ -208,8 +222,8 @@ def build_parser(extend=None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, extend=None) -> int:
-    args = build_parser(extend).parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except RobustnessError as exc:

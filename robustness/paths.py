@@ -13,12 +13,17 @@ def home() -> Path:
     return Path(base) / "robustness"
 
 
+def named_data_root() -> Path | None:
+    """The data root the user named (ROBUSTNESS_DATA_ROOT or a --data-root), if any."""
+    env = os.environ.get("ROBUSTNESS_DATA_ROOT")
+    return Path(env).expanduser() if env else None
+
+
 def data_root(explicit: str | os.PathLike | None = None) -> Path:
     """Where data sets are found: the argument, ROBUSTNESS_DATA_ROOT, else ``home()/data``."""
     if explicit:
         return Path(explicit).expanduser()
-    env = os.environ.get("ROBUSTNESS_DATA_ROOT")
-    return Path(env).expanduser() if env else home() / "data"
+    return named_data_root() or home() / "data"
 
 
 def cache_dir(kind: str) -> Path:
@@ -26,3 +31,9 @@ def cache_dir(kind: str) -> Path:
     path = home() / "cache" / kind
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def use_data_root(path: str | os.PathLike) -> None:
+    """Make `path` the data root of this process and the processes it starts (a command's
+    --data-root): it is what `data_root()` and the service's settings then read."""
+    os.environ["ROBUSTNESS_DATA_ROOT"] = str(path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -68,13 +68,18 @@ Epsilon = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class AttackBase(Strict):
+    """An attack: its parameters, what it costs and how it runs. A new attack is one such
+    class (in `ATTACK_SPECS` below) plus the module its `run` calls."""
+
     label: str | None = Field(default=None, description="name of this attack in the report; "
                               "defaults to `name`, or `name_norm` when a name repeats")
     epsilons: list[Epsilon] | None = Field(default=None, description="this attack's ε grid, "
                                          "overriding the spec's (e.g. L2 radii)")
-    batch_size: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0, description="examples per attack "
+                                   "call (at most the audit's batch_size): bounds memory")
 
-    # The attack searches for the smallest perturbation, independent of ε.
+    # The attack searches for the smallest perturbation, independent of ε: it runs once per
+    # batch and returns (x_min, found); a bounded attack runs per ε and returns x_adv.
     minimum_norm: ClassVar[bool] = False
 
     @model_validator(mode="after")
@@ -83,6 +88,24 @@ class AttackBase(Strict):
             _check_epsilon_grid(self.epsilons, self.norm, "epsilons")
         return self
 
+    @property
+    def passes_per_example(self) -> int:
+        """Forward+backward passes per example: per ε of the grid for a bounded attack, per
+        run for a minimum-norm one (the unit of the budget and the benchmarks)."""
+        raise NotImplementedError
+
+    def runs(self, grid: list[float]) -> int:
+        """Attack runs per batch over this ε grid."""
+        return 1 if self.minimum_norm else len(grid)
+
+    def resolved(self, grid: list[float]) -> dict:
+        """Every hyperparameter it runs with over `grid`, defaults included (provenance)."""
+        return {**self.model_dump(), "epsilons": grid}
+
+    def run(self, model, x, y, eps: float | None = None, *, generator=None,
+            clean_logits=None):
+        raise NotImplementedError
+
 
 class FGSMSpec(AttackBase):
     """Fast gradient sign method (L∞) or fast gradient method (L2): one step of size ε."""
@@ -90,6 +113,14 @@ class FGSMSpec(AttackBase):
     name: Literal["fgsm"]
     norm: Literal["linf", "l2"] = "linf"
     loss: Literal["ce", "margin"] = "ce"
+
+    passes_per_example: ClassVar[int] = 1
+
+    def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
+        from robustness.attacks import fgsm, threat_model
+
+        return fgsm(model, x, y, threat_model(self.norm, eps), loss=self.loss,
+                    clean_logits=clean_logits)
 
 
 class PGDSpec(AttackBase):
@@ -102,6 +133,26 @@ class PGDSpec(AttackBase):
     restarts: int = Field(default=1, gt=0, le=100)
     random_start: bool = True
     loss: Literal["ce", "margin"] = "ce"
+
+    @property
+    def passes_per_example(self) -> int:
+        return self.steps * self.restarts
+
+    def step_size_at(self, eps: float) -> float:
+        """Madry et al.'s rule when unset: 2.5·ε/steps reaches the boundary from any start."""
+        return self.step_size if self.step_size is not None else 2.5 * eps / self.steps
+
+    def resolved(self, grid: list[float]) -> dict:
+        return {**super().resolved(grid),
+                "step_size": {str(e): self.step_size_at(e) for e in grid if e > 0}}
+
+    def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
+        from robustness.attacks import pgd, threat_model
+
+        return pgd(model, x, y, threat_model(self.norm, eps), steps=self.steps,
+                   step_size=self.step_size_at(eps), restarts=self.restarts,
+                   random_start=self.random_start, loss=self.loss, generator=generator,
+                   clean_logits=clean_logits)
 
 
 class CWSpec(AttackBase):
@@ -118,6 +169,18 @@ class CWSpec(AttackBase):
 
     minimum_norm: ClassVar[bool] = True
 
+    @property
+    def passes_per_example(self) -> int:
+        return self.steps * self.binary_search_steps
+
+    def run(self, model, x, y, eps=None, *, generator=None, clean_logits=None):
+        from robustness.attacks import carlini_wagner_l2
+
+        return carlini_wagner_l2(model, x, y, steps=self.steps,
+                                 binary_search_steps=self.binary_search_steps,
+                                 initial_const=self.initial_const,
+                                 confidence=self.confidence, lr=self.lr)
+
 
 class DeepFoolSpec(AttackBase):
     """DeepFool (Moosavi-Dezfooli et al.): minimal L2 perturbation by local linearization."""
@@ -130,9 +193,21 @@ class DeepFoolSpec(AttackBase):
 
     minimum_norm: ClassVar[bool] = True
 
+    @property
+    def passes_per_example(self) -> int:
+        return self.steps * self.candidates  # one gradient per candidate class
 
-AttackSpec = Annotated[FGSMSpec | PGDSpec | CWSpec | DeepFoolSpec, Field(discriminator="name")]
-ATTACK_NAMES = ("fgsm", "pgd", "cw", "deepfool")
+    def run(self, model, x, y, eps=None, *, generator=None, clean_logits=None):
+        from robustness.attacks import deepfool
+
+        return deepfool(model, x, y, steps=self.steps, overshoot=self.overshoot,
+                        candidates=self.candidates, clean_logits=clean_logits)
+
+
+ATTACK_SPECS = (FGSMSpec, PGDSpec, CWSpec, DeepFoolSpec)
+AttackSpec = Annotated[Union[ATTACK_SPECS], Field(discriminator="name")]  # noqa: UP007
+ATTACK_NAMES = tuple(cls.model_fields["name"].annotation.__args__[0] for cls in ATTACK_SPECS)
+_UNION_TAG = re.compile(rf"\.({'|'.join(ATTACK_NAMES)})(?=\.|$)")
 
 
 class GateRule(Strict):
@@ -225,11 +300,20 @@ def parse_audit_spec(data: dict | str | bytes) -> AuditSpec:
 
 
 def format_validation_error(exc: ValidationError) -> str:
+    return format_errors(exc.errors(include_url=False))
+
+
+def format_errors(errors, skip: tuple[str, ...] = ()) -> str:
+    """Pydantic's error list as one line naming each bad field (`attacks[0].steps: ...`);
+    `skip` drops leading location parts such as FastAPI's 'body'."""
     parts = []
-    for err in exc.errors(include_url=False):
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    for err in errors:
+        loc = list(err["loc"])
+        while loc and loc[0] in skip:
+            loc.pop(0)
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         # Union members add their tag to the location (attacks[0].pgd.steps); drop it.
-        loc = re.sub(r"\.(fgsm|pgd|cw|deepfool)(?=\.|$)", "", loc)
+        loc = _UNION_TAG.sub("", loc)
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc and not msg.startswith(loc) else msg)
     return "; ".join(parts)

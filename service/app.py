@@ -8,20 +8,22 @@ import logging
 import threading
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service import problems
 from service.auth import ensure_admin_key
+from service.gateway import Gateway
 from service.metrics import Metrics
-from service.routes import audits, health, keys, models, schedules, trainings
+from service.problems import PROBLEMS
+from service.reconcile import reconcile
+from service.routes import audits, health, keys, metrics, models, schedules, trainings
 from service.schedules import deliver_callbacks, fire_due
-from service.state import Gateway
-from workers.artifacts import ArtifactStore
-from workers.celery_app import make_celery
-from workers.db import Database
-from workers.reconcile import reconcile
-from workers.settings import Settings, get_settings
+from service.schemas import ProblemDetails
+from service.settings import GatewaySettings, get_gateway_settings
+from store.artifacts import ArtifactStore
+from store.db import Database
+from store.queue import make_celery
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,8 @@ class Housekeeper(threading.Thread):
                     log.exception("housekeeping step failed; retrying next pass")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or get_gateway_settings()
     gw = Gateway(settings=settings, db=Database(settings.sqlalchemy_url),
                  store=ArtifactStore(settings.artifacts), celery=make_celery(settings))
 
@@ -65,26 +67,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Robustness audit service", version="1",
                   description="Adversarial-robustness audits and adversarial training of "
-                              "PyTorch image classifiers.", lifespan=lifespan)
+                              "PyTorch image classifiers.", lifespan=lifespan,
+                  responses=PROBLEMS,
+                  # Operation ids are the route functions' names: submit_audit, get_report, ...
+                  generate_unique_id_function=lambda route: route.name)
     app.state.gw = gw
     app.state.admin_key = ensure_admin_key(settings, gw.db)
     app.state.metrics = Metrics(gw.db)
     app.middleware("http")(app.state.metrics.middleware())
     problems.install(app)
+    v1 = APIRouter(prefix="/v1")
     for module in (models, audits, trainings, schedules, keys, health):
-        app.include_router(module.router)
+        v1.include_router(module.router)
+    app.include_router(v1)
+    app.include_router(metrics.router)
 
     def openapi():
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for name, model in {**audits.SCHEMAS, **trainings.SCHEMAS,
-                                **schedules.SCHEMAS}.items():
-                spec_schema = model.model_json_schema(
-                    ref_template="#/components/schemas/{model}")
-                components.update(spec_schema.pop("$defs", {}))
-                components[name] = spec_schema
+            problem = ProblemDetails.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            components.update(problem.pop("$defs", {}))
+            components["ProblemDetails"] = problem
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -14,21 +14,22 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.keys import SCOPES, Principal, authenticate, create_key
 from service.problems import Problem
-from workers.db import DEFAULT_TENANT, Database
-from workers.keys import SCOPES, Principal, authenticate, create_key
-from workers.settings import Settings
+from service.settings import GatewaySettings
+from store.db import DEFAULT_TENANT, Database
 
 ADMIN = Principal(None, DEFAULT_TENANT, frozenset(SCOPES))
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
 
 
-def admin_key_file(settings: Settings) -> Path:
+def admin_key_file(settings: GatewaySettings) -> Path:
     return settings.home / "admin.key"
 
 
-def ensure_admin_key(settings: Settings, db: Database) -> str:
+def ensure_admin_key(settings: GatewaySettings, db: Database) -> str:
     """The admin key to print: the configured one, else the one generated on first start."""
     if settings.admin_key:
         return settings.admin_key
@@ -47,7 +48,14 @@ def _unauthorized(detail: str) -> Problem:
     return Problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def principal(request: Request) -> Principal:
+# Declares Bearer auth in the OpenAPI document (the Authorize button of /docs); the header is
+# read below, so that each way of getting it wrong has its own message.
+BEARER = HTTPBearer(auto_error=False, description="an API key: `robustness serve` prints the "
+                    "admin key; POST /v1/keys or `robustness keys create` makes more")
+
+
+def principal(request: Request,
+              _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Principal:
     gw = request.app.state.gw
     header = request.headers.get("authorization", "")
     if not header:

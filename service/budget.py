@@ -15,22 +15,11 @@ def _examples(dataset) -> int | None:
     return None if size is None else size - dataset.offset
 
 
-def _passes_per_example(attack) -> int:
-    if attack.name == "fgsm":
-        return 1
-    if attack.name == "pgd":
-        return attack.steps * attack.restarts
-    if attack.name == "cw":
-        return attack.steps * attack.binary_search_steps
-    return attack.steps * attack.candidates  # deepfool: one gradient per candidate class
-
-
 def audit_passes(spec) -> int | None:
     n = _examples(spec.dataset)
     if n is None:
         return None  # imagefolder/tensors: unknown until loaded
-    per = sum(_passes_per_example(a) * (1 if a.minimum_norm else len(spec.grid(a)))
-              for a in spec.attacks)
+    per = sum(a.passes_per_example * a.runs(spec.grid(a)) for a in spec.attacks)
     return n * (per + 1)  # + the clean pass
 
 

@@ -1,4 +1,4 @@
-"""The `robustness` command: the library's commands plus `serve` and `worker`.
+"""`robustness serve` and `robustness keys`, added to the library's command (robustness/cli.py).
 
 `robustness serve` with no configuration runs everything on this machine: the gateway, a
 child worker process, an embedded broker (SQLite) and SQLite job records under
@@ -8,16 +8,14 @@ and PostgreSQL (REDIS_URL, DATABASE_URL).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 
-from robustness import cli as library_cli
+from robustness import paths
 
 
 def add_commands(sub) -> None:
@@ -32,16 +30,6 @@ def add_commands(sub) -> None:
     serve.add_argument("--data-root", help="where data sets are (default "
                        "$ROBUSTNESS_DATA_ROOT)")
     serve.set_defaults(func=cmd_serve)
-    worker = sub.add_parser("worker", help="run a Celery worker for audits and trainings")
-    worker.add_argument("--queues", default="audits,trainings")
-    worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (processes)")
-    worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
-    worker.add_argument("--loglevel", default="info")
-    worker.add_argument("--data-root", help="where data sets are (default "
-                        "$ROBUSTNESS_DATA_ROOT)")
-    worker.add_argument("--exit-with-parent", dest="exit_with_parent", action="store_true",
-                        help=argparse.SUPPRESS)
-    worker.set_defaults(func=cmd_worker)
     keys = sub.add_parser("keys", help="manage API keys (on the server: uses its database)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key; prints it once")
@@ -59,41 +47,14 @@ def add_commands(sub) -> None:
 
 def _data_root(args) -> None:
     if getattr(args, "data_root", None):
-        os.environ["ROBUSTNESS_DATA_ROOT"] = str(args.data_root)
-
-
-def _exit_with_parent() -> None:
-    """The embedded worker stops (warm shutdown) when the gateway that started it is gone,
-    however the gateway ended: uvicorn re-raises the SIGTERM it handled, so the gateway's
-    `finally` blocks do not run."""
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
-
-
-def cmd_worker(args) -> int:
-    _data_root(args)
-    if args.exit_with_parent:
-        _exit_with_parent()
-    from workers.celery_app import app
-
-    app.worker_main(["worker", "-Q", args.queues, "-c", str(args.concurrency),
-                     "--pool", args.pool, "-l", args.loglevel, "--without-gossip",
-                     "--without-mingle", "--without-heartbeat",
-                     "-n", f"robustness-{os.getpid()}@%h"])
-    return 0
+        paths.use_data_root(args.data_root)
 
 
 def cmd_keys(args) -> int:
     from robustness.errors import SpecError
-    from workers.db import Database
-    from workers.keys import create_key, list_keys, revoke_key
-    from workers.settings import get_settings
+    from service.keys import create_key, list_keys, revoke_key
+    from store.db import Database
+    from store.settings import get_settings
 
     db = Database(get_settings().sqlalchemy_url)
     if args.keys_command == "create":
@@ -118,9 +79,9 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from service.app import create_app
-    from workers.settings import get_settings
+    from service.settings import get_gateway_settings
 
-    settings = get_settings()
+    settings = get_gateway_settings()
     app = create_app(settings)  # migrates the database before a worker starts
     gw = app.state.gw
     base = f"http://{args.host}:{args.port}"
@@ -133,7 +94,7 @@ def cmd_serve(args) -> int:
         from service.demo import register_file, train_demo
 
         print("training the demo model ...", file=sys.stderr, flush=True)
-        weights, metadata, audit = train_demo(os.environ.get("ROBUSTNESS_DATA_ROOT"))
+        weights, metadata, audit = train_demo(paths.named_data_root())
         model_id = register_file(gw.db, gw.store, weights, metadata)
         body = json.dumps({"model_id": model_id, **audit})
         lines += [f"  demo model: {model_id} ({metadata['name']})",
@@ -174,7 +135,7 @@ class WorkerSupervisor(threading.Thread):
 
     @staticmethod
     def _spawn() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "service.cli", "worker",
+        return subprocess.Popen([sys.executable, "-m", "robustness", "worker",
                                  "--exit-with-parent"], env=os.environ.copy(),
                                 start_new_session=True)
 
@@ -195,11 +156,3 @@ class WorkerSupervisor(threading.Thread):
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-
-
-def main(argv: list[str] | None = None) -> int:
-    return library_cli.main(argv, extend=add_commands)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

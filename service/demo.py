@@ -6,8 +6,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from workers.artifacts import ArtifactStore
-from workers.db import Database, ModelRecord, new_id, utcnow
+from store.artifacts import ArtifactStore
+from store.db import Database, ModelRecord, new_id, utcnow
 
 
 def train_demo(data_root: str | None) -> tuple[Path, dict, dict]:

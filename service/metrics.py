@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
-from workers.db import JobRecord, ModelRecord
+from store.db import JobRecord, ModelRecord
 
 
 class _StoredCounts:

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from robustness.errors import RobustnessError
+from robustness.spec import format_errors
 
 MEDIA_TYPE = "application/problem+json"
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -16,6 +17,20 @@ TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not F
           415: "Unsupported Media Type", 422: "Unprocessable Content",
           429: "Too Many Requests", 500: "Internal Server Error",
           503: "Service Unavailable"}
+
+
+PROBLEM_SCHEMA = {"$ref": "#/components/schemas/ProblemDetails"}
+# Declared on every route: any 4xx or 5xx is a problem+json body (and FastAPI's own 422 schema,
+# which this service never sends, is left out).
+PROBLEMS = {"4XX": {"description": "the request cannot be served; `detail` says why",
+                    "content": {MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}}},
+            "5XX": {"description": "the service failed; the request was not applied",
+                    "content": {MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}}}}
+HTML_PAGE = {200: {"description": "one self-contained HTML page",
+                   "content": {"text/html": {"schema": {"type": "string"}}}}}
+BINARY_FILE = {200: {"description": "a file",
+                     "content": {"application/octet-stream": {
+                         "schema": {"type": "string", "format": "binary"}}}}}
 
 
 class Problem(Exception):
@@ -30,9 +45,31 @@ def problem_response(status: int, detail: str, headers: dict | None = None, **ex
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+WHERE = ("body", "query", "path", "form", "header")
+
+
 def _field(loc) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form", "header")]
+    parts = [str(p) for p in loc if p not in WHERE]
     return ".".join(parts) or "body"
+
+
+def _validation_problem(exc: RequestValidationError):
+    """Field errors read as the library's (`attacks[0].steps: ...`), so a spec is refused
+    with the same words over HTTP as by `robustness audit --spec`."""
+    errors = exc.errors()
+    bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        reason = (bad_json.get("ctx") or {}).get("error", "")
+        return problem_response(400, f"body: not valid JSON ({reason} at position "
+                                     f"{bad_json['loc'][-1]})")
+    if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") in NOT_AN_OBJECT
+           for e in errors):
+        return problem_response(422, "body: must be a JSON object (the spec)")
+    fields = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in errors]
+    return problem_response(422, format_errors(errors, skip=WHERE), errors=fields)
+
+
+NOT_AN_OBJECT = ("model_type", "model_attributes_type", "dict_type")
 
 
 def install(app: FastAPI) -> None:
@@ -46,10 +83,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
-        errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")}
-                  for e in exc.errors()]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem_response(422, detail, errors=errors)
+        return _validation_problem(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):

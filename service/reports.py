@@ -20,14 +20,15 @@ def _eps_matches(a: float, b: float) -> bool:
 
 
 def select_columns(report: dict, attack: str | None, epsilon: float | None) -> list[dict]:
-    """The report's adversarial columns for `attack` (its label) and `epsilon`, checked."""
+    """The report's adversarial columns for `attack` (an attack's label in the report) and
+    `epsilon`, checked."""
     if epsilon is not None and not math.isfinite(epsilon):
         raise Problem(422, f"epsilon: {epsilon} is not a finite number")
     cols = report["examples"]["adversarial"]
-    labels = sorted({c["label"] for c in cols})
-    if attack is not None and attack not in labels:
+    attack_labels = sorted({c["label"] for c in cols})
+    if attack is not None and attack not in attack_labels:
         raise Problem(422, f"attack: {attack!r} is not in this report; its attacks are "
-                           f"{', '.join(labels)}")
+                           f"{', '.join(attack_labels)}")
     chosen = [c for c in cols if attack is None or c["label"] == attack]
     if epsilon is not None:
         grid = sorted({c["epsilon"] for c in chosen})
@@ -65,13 +66,13 @@ def example_records(report: dict, *, attack: str | None, epsilon: float | None,
                     cursor: str | None) -> dict:
     """One record per (attack, ε, example), in report order, after the filters."""
     ex = report["examples"]
-    label = ex["label"]
+    true_class = ex["label"]
     clean = ex["clean"]
     start = decode_cursor(cursor)
     items, position, matched = [], 0, 0
     for col in select_columns(report, attack, epsilon):
         for i, index in enumerate(ex["index"]):
-            wrong = col["pred"][i] != label[i]
+            wrong = col["pred"][i] != true_class[i]
             if misclassified is not None and wrong != misclassified:
                 continue
             if min_confidence is not None and col["confidence"][i] < min_confidence:
@@ -80,7 +81,7 @@ def example_records(report: dict, *, attack: str | None, epsilon: float | None,
             if position >= start and len(items) < limit:
                 items.append({
                     "attack": col["label"], "norm": col.get("norm"), "epsilon": col["epsilon"],
-                    "index": index, "label": label[i], "pred": col["pred"][i],
+                    "index": index, "label": true_class[i], "pred": col["pred"][i],
                     "confidence": col["confidence"][i],
                     "true_class_prob": col["true_class_prob"][i],
                     "misclassified": wrong,

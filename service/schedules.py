@@ -15,9 +15,10 @@ from croniter import croniter
 from sqlalchemy import select, update
 
 from service.views import job_view
-from workers.db import FINAL_STATES, JobRecord, ScheduleRecord, utcnow
-from workers.jobs import as_utc, new_job
-from workers.reconcile import send
+from store.db import FINAL_STATES, JobRecord, ScheduleRecord, utcnow
+from store.kinds import AUDIT
+from store.queue import send
+from store.transitions import as_utc, new_job
 
 log = logging.getLogger(__name__)
 CALLBACK_ATTEMPTS = 3
@@ -48,7 +49,7 @@ def fire_due(gw, now: datetime | None = None) -> list[str]:
 
 def _fire(gw, schedule: ScheduleRecord, now: datetime) -> str | None:
     """Claim this firing (a conditional UPDATE of next_run_at) and create its audit."""
-    job = new_job("audit", schedule.audit, schedule.audit.get("model_id"),
+    job = new_job(AUDIT.name, schedule.audit, schedule.audit.get("model_id"),
                   schedule_id=schedule.id, callback_url=schedule.callback_url,
                   tenant=schedule.tenant)
     with gw.db.session.begin() as s:
@@ -57,7 +58,7 @@ def _fire(gw, schedule: ScheduleRecord, now: datetime) -> str | None:
             .where(ScheduleRecord.id == schedule.id,
                    ScheduleRecord.next_run_at == schedule.next_run_at)
             .values(next_run_at=next_fire(schedule.cron, now), last_run_at=now,
-                    last_job_id=job.id)).rowcount == 1
+                    last_audit_id=job.id)).rowcount == 1
         if claimed:
             s.add(job)
     if not claimed:

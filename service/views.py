@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from workers.db import JobRecord, ModelRecord
+from store.db import JobRecord, ModelRecord
+from store.kinds import KINDS
 
 
 def iso(value: datetime | None) -> str | None:
@@ -24,13 +25,10 @@ def model_view(r: ModelRecord, card: bool = False) -> dict:
     return out
 
 
-def job_path(job: JobRecord) -> str:
-    return f"/v1/{'audits' if job.kind == 'audit' else 'trainings'}/{job.id}"
-
-
 def job_view(job: JobRecord) -> dict:
+    kind = KINDS[job.kind]
     total, done = job.progress_total or 0, job.progress_completed or 0
-    base = job_path(job)
+    base = kind.path(job.id)
     out = {
         "id": job.id, "kind": job.kind, "status": job.status,
         "progress": {"completed": done, "total": total,
@@ -44,20 +42,17 @@ def job_view(job: JobRecord) -> dict:
         "finished_at": iso(job.finished_at), "seconds": job.seconds,
         "summary": job.summary,
         "links": {"self": base, "cancel": f"{base}/cancel"},
+        "model_id": getattr(job, kind.model_column),
     }
-    if job.kind == "audit":
-        out["model_id"] = job.model_id
+    if kind.shows_schedule:
         out["schedule_id"] = job.schedule_id
-        if job.callback_url:
-            out["callback"] = {"url": job.callback_url, "status": job.callback_status,
-                               "attempts": job.callback_attempts}
-        if job.status == "succeeded":
-            out["links"].update(report=f"{base}/report", report_html=f"{base}/report.html",
-                                examples=f"{base}/examples",
-                                adversarial=f"{base}/adversarial")
-    else:
-        out["model_id"] = job.result_model_id
+    if job.callback_url:
+        out["callback"] = {"url": job.callback_url, "status": job.callback_status,
+                           "attempts": job.callback_attempts}
+    if kind.shows_history:
         out["history"] = job.history or []
-        if job.result_model_id:
-            out["links"]["model"] = f"/v1/models/{job.result_model_id}"
+    if job.status == "succeeded":
+        out["links"].update({name: base + suffix for name, suffix in kind.results})
+    if kind.model_column == "result_model_id" and job.result_model_id:
+        out["links"]["model"] = f"/v1/models/{job.result_model_id}"
     return out

@@ -99,7 +99,7 @@ class Service:
     def start_process(self, name: str, args: list[str]) -> subprocess.Popen:
         log = self.home / f"{name}.log"
         self.logs[name] = log
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=self.env,
+        proc = subprocess.Popen([sys.executable, "-m", "robustness", *args], env=self.env,
                                 stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
                                 start_new_session=True)
         self.procs[name] = proc

@@ -4,14 +4,7 @@ threat-model geometry PGD relies on."""
 import pytest
 import torch
 
-from robustness.attacks import (
-    L2Ball,
-    LinfBall,
-    bounded_attack,
-    carlini_wagner_l2,
-    deepfool,
-    minimum_norm_attack,
-)
+from robustness.attacks import L2Ball, LinfBall, carlini_wagner_l2, deepfool
 from robustness.spec import parse_audit_spec
 from tests.conftest import accuracy
 
@@ -48,7 +41,7 @@ def test_bounded_attacks_stay_within_eps_and_input_range(digits_model, digits, a
     _, test = digits
     spec = _attack_spec(attack)
     x, y = test.x[:200], test.y[:200]
-    adv = bounded_attack(spec, digits_model, x, y, eps, generator=torch.Generator().manual_seed(0))
+    adv = spec.run(digits_model, x, y, eps, generator=torch.Generator().manual_seed(0))
     delta = (adv - x).flatten(1)
     size = delta.abs().amax(1) if spec.norm == "linf" else delta.norm(dim=1)
     assert (size <= eps + 1e-5).all(), float(size.max())
@@ -61,13 +54,12 @@ def test_pgd_is_at_least_as_strong_as_fgsm_and_restarts_help_or_tie(digits_model
     _, test = digits
     x, y = test.x, test.y
     g = torch.Generator().manual_seed(0)
-    fgsm_acc = accuracy(digits_model, bounded_attack(_attack_spec({"name": "fgsm"}),
-                                                     digits_model, x, y, 0.1), y)
-    pgd1 = accuracy(digits_model, bounded_attack(_attack_spec({"name": "pgd", "steps": 20}),
-                                                 digits_model, x, y, 0.1, generator=g), y)
-    pgd3 = accuracy(digits_model, bounded_attack(
-        _attack_spec({"name": "pgd", "steps": 20, "restarts": 3}), digits_model, x, y, 0.1,
-        generator=torch.Generator().manual_seed(0)), y)
+    fgsm_acc = accuracy(digits_model, _attack_spec({"name": "fgsm"}).run(
+        digits_model, x, y, 0.1), y)
+    pgd1 = accuracy(digits_model, _attack_spec({"name": "pgd", "steps": 20}).run(
+        digits_model, x, y, 0.1, generator=g), y)
+    pgd3 = accuracy(digits_model, _attack_spec({"name": "pgd", "steps": 20, "restarts": 3}).run(
+        digits_model, x, y, 0.1, generator=torch.Generator().manual_seed(0)), y)
     assert pgd1 <= fgsm_acc
     assert pgd3 <= pgd1
     assert pgd1 < 0.75  # ε=0.1 on 8×8 digits (clean ~0.95)
@@ -100,8 +92,8 @@ def test_cw_and_deepfool_find_small_l2_adversarials_in_range(digits_model, digit
         assert (digits_model(adv).argmax(1)[found] != y[found]).all()
         assert torch.equal(adv[~found], x[~found])
     cw_l2 = (cw_x - x).flatten(1).norm(dim=1)[cw_found].mean()
-    pgd_l2 = bounded_attack(_attack_spec({"name": "pgd", "norm": "l2", "steps": 20}),
-                            digits_model, x, y, float(cw_l2))
+    pgd_l2 = _attack_spec({"name": "pgd", "norm": "l2", "steps": 20}).run(
+        digits_model, x, y, float(cw_l2))
     # At the CW mean norm, PGD-L2 breaks fewer than CW does (CW spends its norm where needed).
     assert accuracy(digits_model, pgd_l2, y) > 1 - cw_found.float().mean()
 
@@ -117,10 +109,10 @@ def test_cw_confidence_kappa_enforces_a_logit_margin(digits_model, digits):
     assert (margin(digits_model(adv[found]), y[found]) >= 5.0 - 1e-4).all()
 
 
-def test_minimum_norm_attack_dispatch_uses_spec_hyperparameters(digits_model, digits):
+def test_minimum_norm_attack_runs_with_its_spec_hyperparameters(digits_model, digits):
     _, test = digits
     x, y = test.x[:32], test.y[:32]
     spec = _attack_spec({"name": "deepfool", "steps": 1, "overshoot": 0.0})
-    _, found = minimum_norm_attack(spec, digits_model, x, y)
-    _, found50 = minimum_norm_attack(_attack_spec({"name": "deepfool"}), digits_model, x, y)
+    _, found = spec.run(digits_model, x, y)
+    _, found50 = _attack_spec({"name": "deepfool"}).run(digits_model, x, y)
     assert found.sum() < found50.sum()  # one linearization step fools fewer than fifty

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from workers.settings import Settings
+from store.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,5 +55,5 @@ def test_environment_is_read_by_the_settings(monkeypatch):
 def test_the_image_installs_the_service_and_worker_extras():
     dockerfile = (REPO / "Dockerfile").read_text()
     assert '".[service,worker]"' in dockerfile
-    for package in ("robustness", "workers", "service"):
+    for package in ("robustness", "store", "workers", "service"):
         assert f"COPY {package} {package}" in dockerfile

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from robustness.evaluation import run_audit
+from robustness.evaluation import run_sweep
 from robustness.evaluation.export import save_adversarial
 from robustness.spec import parse_audit_spec
 
@@ -32,7 +32,7 @@ def audited(digits_model, digits):
     data = SimpleNamespace(x=test.x[:200], y=test.y[:200], indices=test.indices[:200],
                            description={"name": "digits", "split": "test", "n": 200})
     progress = []
-    result = run_audit(digits_model, data, spec, device="cpu", collect_adversarial=True,
+    result = run_sweep(digits_model, data, spec, device="cpu", collect_adversarial=True,
                        progress=lambda d, t, p: progress.append((d, t, p)))
     return spec, data, result, progress
 
@@ -164,12 +164,12 @@ def test_l2_radius_beyond_the_input_box_is_rejected(digits_model, digits):
                              "attacks": [{"name": "pgd", "norm": "l2", "epsilons": [9.0]}]})
     data = SimpleNamespace(x=test.x[:4], y=test.y[:4], indices=test.indices[:4], description={})
     with pytest.raises(SpecError, match=r"attacks\[0\].epsilons: L2 ε=9.0 exceeds .* \(8\)"):
-        run_audit(digits_model, data, spec, device="cpu")
+        run_sweep(digits_model, data, spec, device="cpu")
 
 
 def test_html_report_shows_the_figures_and_escapes_user_strings(digits_model):
     from robustness.data import load_dataset
-    from robustness.evaluation import run_audit
+    from robustness.evaluation import run_sweep
     from robustness.evaluation.html import render_html
     from robustness.spec import parse_audit_spec
 
@@ -179,7 +179,7 @@ def test_html_report_shows_the_figures_and_escapes_user_strings(digits_model):
                              "gate": [{"metric": "accuracy", "attack": "pgd", "epsilon": 0.2,
                                        "op": ">=", "value": 0.99}]})
     data = load_dataset(spec.dataset)
-    report = run_audit(digits_model, data, spec, device="cpu",
+    report = run_sweep(digits_model, data, spec, device="cpu",
                        model_info={"name": "<script>alert(1)</script>",
                                    "architecture": "madry_mnist"}).report
     page = render_html(report)
@@ -188,3 +188,39 @@ def test_html_report_shows_the_figures_and_escapes_user_strings(digits_model):
     assert f"{100 * pgd['accuracy']:.1f}%" in page
     assert f"<b>Clean accuracy {100 * report['clean']['accuracy']:.1f}%</b>" in page
     assert "Gate: FAILED" in page and "<svg" in page and page.count("<polyline") == 2
+
+
+def test_an_attacks_batch_size_bounds_its_calls_and_keeps_its_figures(digits_model, digits):
+    """`attacks[i].batch_size` splits the audit's batch for that attack alone: every forward
+    pass of the attack sees at most that many examples, and a deterministic attack's figures
+    are those of the unsplit run."""
+    _, test = digits
+    from types import SimpleNamespace
+
+    seen: list[int] = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, x):
+            seen.append(len(x))
+            return digits_model(x)
+
+    data = SimpleNamespace(x=test.x[:90], y=test.y[:90], indices=test.indices[:90],
+                           description={"name": "digits"})
+    body = {"dataset": {"name": "digits", "n": 90}, "epsilons": [0.0, 0.1], "batch_size": 90,
+            "attacks": [{"name": "fgsm"}, {"name": "deepfool", "steps": 5}]}
+    whole = run_sweep(Recording(), data, parse_audit_spec(body), device="cpu").report
+    assert max(seen) == 90
+    seen.clear()
+    body["attacks"] = [{"name": "fgsm", "batch_size": 16},
+                       {"name": "deepfool", "steps": 5, "batch_size": 25}]
+    split = run_sweep(Recording(), data, parse_audit_spec(body), device="cpu").report
+    # The audit's own passes (clean, then each adversarial's records) take its whole batch;
+    # the attacks' passes take their chunks (90 = 5×16 + 10 and 3×25 + 15; DeepFool then
+    # iterates on the rows of a chunk it has not fooled yet).
+    assert {90, 16, 10, 25}.issubset(seen) and all(s == 90 or s <= 25 for s in seen)
+    assert [r["accuracy"] for r in split["results"]] == \
+        [r["accuracy"] for r in whole["results"]]
+    # DeepFool's sizes agree up to float noise (batched convolutions sum in another order).
+    for a, b in zip(split["examples"]["minimal_norm"]["deepfool"],
+                    whole["examples"]["minimal_norm"]["deepfool"]):
+        assert (a is None) == (b is None) and (a is None or math.isclose(a, b, rel_tol=1e-4))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robustness.data import load_dataset
-from robustness.evaluation import run_audit
+from robustness.evaluation import run_sweep
 from robustness.models import Classifier, ModelMetadata, build_model
 from robustness.spec import DatasetSpec, parse_audit_spec
 from robustness.training import fit
@@ -36,7 +36,7 @@ def mnist_test(data_root):
 
 @pytest.fixture(scope="module")
 def sweep(mnist_model, mnist_test):
-    report = run_audit(mnist_model, mnist_test, parse_audit_spec(SWEEP), device="cpu").report
+    report = run_sweep(mnist_model, mnist_test, parse_audit_spec(SWEEP), device="cpu").report
     return {(r["label"], r["epsilon"]): r for r in report["results"]} | {"clean": report["clean"]}
 
 
@@ -80,7 +80,7 @@ def test_l2_attacks_cw_beats_pgd_l2_on_norm_and_matches_torchattacks(mnist_model
     data = mnist_test
     sub = type(data)(**{**data.__dict__, "x": data.x[:n], "y": data.y[:n],
                         "indices": data.indices[:n]})
-    report = run_audit(mnist_model, sub, spec, device="cpu").report
+    report = run_sweep(mnist_model, sub, spec, device="cpu").report
     (cw,) = report["minimal_perturbation"]
     assert cw["success_rate"] >= 0.99
     # At equal success: the smallest ε where PGD-L2 breaks as many examples as CW does.

@@ -15,10 +15,11 @@ from sqlalchemy import update
 
 from robustness.models import save_state_dict
 from service.app import create_app
-from workers import jobs
-from workers.db import JobRecord, utcnow
-from workers.reconcile import queued_message_ids, reconcile
-from workers.settings import Settings
+from service.reconcile import queued_message_ids, reconcile
+from service.settings import GatewaySettings as Settings
+from store import transitions
+from store.db import JobRecord, utcnow
+from workers.settings import WorkerSettings
 
 AUDIT = {"dataset": {"name": "digits", "n": 20}, "attacks": [{"name": "fgsm"}],
          "epsilons": [0.1]}
@@ -168,21 +169,21 @@ def test_openapi_and_docs(client):
 def test_claims_are_exclusive_and_outcomes_stored_once(settings):
     app = create_app(settings)
     db = app.state.gw.db
-    job = jobs.create_job(db, "audit", AUDIT, None)
-    token = jobs.claim(db, job.id, lease_seconds=60)
-    assert token and jobs.claim(db, job.id, lease_seconds=60) is None
-    assert jobs.touch(db, job.id, token, progress_completed=1, progress_total=4)
+    job = transitions.create_job(db, "audit", AUDIT, None)
+    token = transitions.claim(db, job.id, lease_seconds=60)
+    assert token and transitions.claim(db, job.id, lease_seconds=60) is None
+    assert transitions.touch(db, job.id, token, progress_completed=1, progress_total=4)
     # The worker went silent past its lease: another claim takes over and the old one is out.
     with db.session.begin() as s:
         s.execute(update(JobRecord).where(JobRecord.id == job.id)
                   .values(heartbeat_at=utcnow() - timedelta(seconds=120)))
-    second = jobs.claim(db, job.id, lease_seconds=60)
+    second = transitions.claim(db, job.id, lease_seconds=60)
     assert second and second != token
-    assert not jobs.touch(db, job.id, token)
-    assert not jobs.finish(db, job.id, token, "succeeded")
-    assert jobs.finish(db, job.id, second, "succeeded", report_sha256="0" * 64)
-    assert not jobs.finish(db, job.id, second, "failed")
-    done = jobs.get_job(db, job.id)
+    assert not transitions.touch(db, job.id, token)
+    assert not transitions.finish(db, job.id, token, "succeeded")
+    assert transitions.finish(db, job.id, second, "succeeded", report_sha256="0" * 64)
+    assert not transitions.finish(db, job.id, second, "failed")
+    done = transitions.get_job(db, job.id)
     assert (done.status, done.attempts, done.report_sha256) == ("succeeded", 2, "0" * 64)
 
 
@@ -281,13 +282,13 @@ def test_bad_schedules_are_refused(client, body, fragment):
 
 
 def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(settings):
-    from workers.celery_app import make_celery
+    from store.queue import make_celery
 
     app = create_app(settings)
     db = app.state.gw.db
-    job = jobs.create_job(db, "audit", AUDIT, None)
+    job = transitions.create_job(db, "audit", AUDIT, None)
     for attempt in range(1, 4):
-        assert jobs.claim(db, job.id, lease_seconds=60)
+        assert transitions.claim(db, job.id, lease_seconds=60)
         if (settings.home / "broker.db").exists():  # the worker took the message, then died
             import sqlite3
 
@@ -300,7 +301,7 @@ def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(settings):
         resent = reconcile(make_celery(settings), db, lease_seconds=60, grace_seconds=0,
                            broker_url=settings.broker_url, max_attempts=3)
         assert resent == ([job.id] if attempt < 3 else [])
-    done = jobs.get_job(db, job.id)
+    done = transitions.get_job(db, job.id)
     assert done.status == "failed" and "3 times" in done.error and done.attempts == 3
 
 
@@ -313,23 +314,23 @@ def test_worker_side_limits_and_missing_data_fail_the_job_with_a_reason(tmp_path
 
     path = tmp_path / "m.safetensors"
     path.write_bytes(weights)
-    ctx = WorkerContext(Settings(home=tmp_path, audit_time_limit=1, heartbeat_seconds=0.2,
+    ctx = WorkerContext(WorkerSettings(home=tmp_path, audit_time_limit=1, heartbeat_seconds=0.2,
                                  data_root=tmp_path / "no-data", device="cpu"))
     model_id = register_file(ctx.db, ctx.store, path, METADATA)
-    slow = jobs.create_job(ctx.db, "audit", {
+    slow = transitions.create_job(ctx.db, "audit", {
         "model_id": model_id, "dataset": {"name": "digits", "n": 200},
         "attacks": [{"name": "pgd", "steps": 2000}], "epsilons": [0.1, 0.2],
         "batch_size": 20}, model_id)
     assert run_job(ctx, slow.id) == "failed"
-    done = jobs.get_job(ctx.db, slow.id)
+    done = transitions.get_job(ctx.db, slow.id)
     assert done.error == "time limit of 1 s exceeded"
     assert 0 < done.progress_completed < done.progress_total
-    mnist = jobs.create_job(ctx.db, "audit", {"model_id": model_id,
+    mnist = transitions.create_job(ctx.db, "audit", {"model_id": model_id,
                                               "dataset": {"name": "mnist", "n": 10},
                                               **{k: AUDIT[k] for k in ("attacks", "epsilons")}},
                             model_id)
     assert run_job(ctx, mnist.id) == "failed"
-    error = jobs.get_job(ctx.db, mnist.id).error
+    error = transitions.get_job(ctx.db, mnist.id).error
     assert "no-data" in error and "internal error" not in error
     assert run_job(ctx, mnist.id).startswith("not claimable")
 
@@ -365,7 +366,7 @@ def test_refused_upload_never_deletes_bytes_stored_for_others(client, weights, s
     model_id = upload(client, weights).json()["id"]
     gw = client.app.state.gw
     report_sha = gw.store.put_bytes(b'{"schema_version": 1}')
-    job = jobs.create_job(gw.db, "audit", AUDIT, model_id)
+    job = transitions.create_job(gw.db, "audit", AUDIT, model_id)
     with gw.db.session.begin() as s:
         s.execute(update(JobRecord).where(JobRecord.id == job.id)
                   .values(report_sha256=report_sha))
@@ -379,18 +380,18 @@ def test_refused_upload_never_deletes_bytes_stored_for_others(client, weights, s
 
 
 def test_a_cancel_its_dead_worker_never_saw_ends_the_job(settings):
-    from workers.celery_app import make_celery
+    from store.queue import make_celery
 
     db = create_app(settings).state.gw.db
-    job = jobs.create_job(db, "audit", AUDIT, None)
-    assert jobs.claim(db, job.id, lease_seconds=60)
-    assert jobs.request_cancel(db, job.id) == "running"
+    job = transitions.create_job(db, "audit", AUDIT, None)
+    assert transitions.claim(db, job.id, lease_seconds=60)
+    assert transitions.request_cancel(db, job.id) == "running"
     with db.session.begin() as s:
         s.execute(update(JobRecord).where(JobRecord.id == job.id)
                   .values(heartbeat_at=utcnow() - timedelta(seconds=120)))
     assert reconcile(make_celery(settings), db, lease_seconds=60, grace_seconds=0,
                      broker_url=settings.broker_url) == []
-    assert jobs.get_job(db, job.id).status == "cancelled"
+    assert transitions.get_job(db, job.id).status == "cancelled"
 
 
 def test_embedded_broker_lost_message_is_re_enqueued(client, weights, settings):
@@ -411,7 +412,7 @@ def test_embedded_broker_lost_message_is_re_enqueued(client, weights, settings):
 def test_adversarial_keys_round_trip_any_epsilon(digits_model):
     """ε = 8/255 has no short decimal form; its stored tensor must still be found."""
     from robustness.data import load_dataset
-    from robustness.evaluation import run_audit
+    from robustness.evaluation import run_sweep
     from robustness.evaluation.export import adversarial_tensors
     from robustness.spec import parse_audit_spec
     from service.reports import adversarial_file
@@ -419,7 +420,7 @@ def test_adversarial_keys_round_trip_any_epsilon(digits_model):
     eps = 8 / 255
     spec = parse_audit_spec({"dataset": {"name": "digits", "n": 20},
                              "attacks": [{"name": "fgsm"}], "epsilons": [eps, 8.0000001 / 255]})
-    result = run_audit(digits_model, load_dataset(spec.dataset), spec, device="cpu",
+    result = run_sweep(digits_model, load_dataset(spec.dataset), spec, device="cpu",
                        collect_adversarial=True)
     tensors = adversarial_tensors(result, result.report)
     data, _ = adversarial_file(tensors, result.report, "fgsm", eps, "safetensors")
@@ -586,7 +587,7 @@ def test_untrusted_checkpoints_fail_their_job_with_a_reason_and_never_run_code(
     from workers.running import run_job
 
     marker, cases = _bad_checkpoints(tmp_path, weights)
-    ctx = WorkerContext(settings.model_copy(update={"device": "cpu"}))
+    ctx = WorkerContext(WorkerSettings(home=settings.home, device="cpu"))
     for name, (data, reason) in cases.items():
         r = upload(client, data, name=f"{name}.bin")
         if r.status_code == 422:  # refused at the door is as good as a failed job
@@ -602,8 +603,8 @@ def test_untrusted_checkpoints_fail_their_job_with_a_reason_and_never_run_code(
 
 def test_keys_command_creates_lists_and_revokes(tmp_path, monkeypatch, capsys):
     """`robustness keys …` on the server, against the same database the gateway uses."""
-    from service.cli import main as cli
-    from workers.settings import get_settings
+    from robustness.cli import main as cli
+    from store.settings import get_settings
 
     monkeypatch.setenv("ROBUSTNESS_HOME", str(tmp_path))
     for var in ("DATABASE_URL", "REDIS_URL", "ROBUSTNESS_ADMIN_KEY"):

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 
 from service.app import create_app
-from workers.settings import Settings
+from service.settings import GatewaySettings as Settings
 
 KEY = "fuzz-admin-key"
 HOME = tempfile.TemporaryDirectory(prefix="robustness-fuzz-")

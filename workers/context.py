@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from workers.artifacts import ArtifactStore
+from store.artifacts import ArtifactStore
+from store.db import Database
 from workers.cache import LRU
-from workers.db import Database
-from workers.settings import Settings, get_settings
+from workers.settings import WorkerSettings, get_worker_settings
 
 
 class WorkerContext:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: WorkerSettings):
         self.settings = settings
         self.db = Database(settings.sqlalchemy_url)
         self.store = ArtifactStore(settings.artifacts)
@@ -21,4 +21,4 @@ class WorkerContext:
 
 @lru_cache(maxsize=1)
 def worker_context() -> WorkerContext:
-    return WorkerContext(get_settings())
+    return WorkerContext(get_worker_settings())

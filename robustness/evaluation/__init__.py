@@ -1,5 +1,5 @@
 """ε-sweep evaluation and the JSON report."""
 
-from robustness.evaluation.sweep import AuditResult, run_audit
+from robustness.evaluation.sweep import AuditResult, Progress, run_sweep
 
-__all__ = ["AuditResult", "run_audit"]
+__all__ = ["AuditResult", "Progress", "run_sweep"]

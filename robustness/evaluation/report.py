@@ -15,11 +15,9 @@ from importlib import metadata
 import torch
 
 from robustness import __version__
-from robustness.attacks import pgd_step_size
 from robustness.evaluation.gate import evaluate_gate
 from robustness.evaluation.metrics import aggregate, columns
-
-SCHEMA_VERSION = 1
+from robustness.evaluation.report_schema import SCHEMA_VERSION
 
 
 def _version(dist: str) -> str | None:
@@ -39,11 +37,7 @@ def resolved_attacks(spec) -> list[dict]:
     """Every hyperparameter an attack ran with, defaults included (for reproduction)."""
     out = []
     for attack, label in zip(spec.attacks, spec.attack_labels()):
-        entry = {**attack.model_dump(), "label": label, "epsilons": spec.grid(attack)}
-        if attack.name == "pgd":
-            entry["step_size"] = {str(e): pgd_step_size(attack, e) for e in spec.grid(attack)
-                                  if e > 0}
-        out.append(entry)
+        out.append({**attack.resolved(spec.grid(attack)), "label": label})
     return out
 
 

@@ -6,61 +6,43 @@ import json
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import Header, Query, Response
+from fastapi.responses import HTMLResponse
 
-from robustness.spec import AuditSpec, parse_audit_spec
+from robustness.evaluation.report_schema import Report
+from robustness.spec import AuditSpec
 from service.auth import Reader, Submitter
 from service.budget import audit_passes, check_batch_sizes, check_budget
-from service.problems import Problem
+from service.gateway import Gateway, GatewayDep
+from service.keys import Principal
+from service.problems import BINARY_FILE, HTML_PAGE, Problem
 from service.reports import adversarial_file, example_records
-from service.routes import jobs
-from service.routes.body import read_json
-from service.state import Gateway, GatewayDep
-from workers.confine import confine_dataset_path
-from workers.db import JobRecord
-from workers.keys import Principal
+from service.routes import resource
+from service.routes.job_resource import JOB, add_job_routes, get_job_or_404, require_model, submit
+from service.schemas import ExamplePage
+from store.confine import confine_dataset_path
+from store.db import JobRecord
+from store.kinds import AUDIT
 
-router = APIRouter(prefix="/v1/audits", tags=["audits"])
-KIND = "audit"
+router = resource("/audits", "audits")
 
 
-@router.post("", status_code=202, summary="Submit an audit",
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": {"$ref": "#/components/schemas/AuditSpec"}}}}})
-async def submit_audit(gw: GatewayDep, who: Submitter, request: Request,
-                       idempotency_key: Annotated[str | None, Header()] = None):
-    spec = parse_audit_spec(await read_json(request))
+@router.post("", status_code=202, summary="Submit an audit", **JOB)
+def submit_audit(spec: AuditSpec, gw: GatewayDep, who: Submitter, response: Response,
+                 idempotency_key: Annotated[str | None, Header()] = None) -> dict:
     confine_dataset_path(spec.dataset)
     check_batch_sizes(spec, gw.settings.max_batch_size)
     check_budget(audit_passes(spec), gw.settings.max_job_passes, "audit",
                  "dataset.n, steps, restarts or the ε grid")
-    jobs.require_model(gw, who.tenant, spec.model_id, "model_id")
-    return jobs.submit(gw, who.tenant, KIND, spec, spec.model_id, idempotency_key)
+    require_model(gw, who.tenant, spec.model_id, "model_id")
+    return submit(gw, response, who.tenant, AUDIT, spec, spec.model_id, idempotency_key)
 
 
-@router.get("", summary="List audits")
-def list_audits(gw: GatewayDep, who: Reader, status: str | None = None,
-                model_id: str | None = None,
-                schedule_id: str | None = None,
-                limit: int = Query(100, ge=1, le=1000),
-                offset: int = Query(0, ge=0, le=10**9)):
-    return jobs.list_jobs(gw, who.tenant, KIND, status, model_id, limit, offset,
-                          schedule_id=schedule_id)
-
-
-@router.get("/{audit_id}", summary="Audit status and progress")
-def get_audit(gw: GatewayDep, who: Reader, audit_id: str):
-    return jobs.status_response(jobs.get_job_or_404(gw, who.tenant, KIND, audit_id))
-
-
-@router.post("/{audit_id}/cancel", status_code=202, summary="Cancel an audit")
-def cancel_audit(gw: GatewayDep, who: Submitter, audit_id: str):
-    return jobs.cancel(gw, who.tenant, KIND, audit_id)
+add_job_routes(router, AUDIT)
 
 
 def _succeeded(gw: Gateway, who: Principal, audit_id: str) -> JobRecord:
-    job = jobs.get_job_or_404(gw, who.tenant, KIND, audit_id)
+    job = get_job_or_404(gw, who.tenant, AUDIT, audit_id)
     if job.status != "succeeded":
         detail = f"audit {audit_id!r} is {job.status}"
         if job.status == "failed":
@@ -81,21 +63,23 @@ def _report(gw: Gateway, job: JobRecord) -> dict:
     return json.loads(_artifact(gw, job.report_sha256, "report"))
 
 
-@router.get("/{audit_id}/report", summary="The audit report (JSON)")
-def get_report(gw: GatewayDep, who: Reader, audit_id: str):
+@router.get("/{audit_id}/report", summary="The audit report (JSON)", response_model=Report)
+def get_report(gw: GatewayDep, who: Reader, audit_id: str) -> Response:
+    # The stored bytes are the report the worker wrote: served as they are.
     job = _succeeded(gw, who, audit_id)
     return Response(_artifact(gw, job.report_sha256, "report"), media_type="application/json")
 
 
 @router.get("/{audit_id}/report.html", summary="The audit report as one HTML page",
-            response_class=HTMLResponse)
+            response_class=HTMLResponse, responses=HTML_PAGE)
 def get_report_html(gw: GatewayDep, who: Reader, audit_id: str):
     from robustness.evaluation.html import render_html
 
     return HTMLResponse(render_html(_report(gw, _succeeded(gw, who, audit_id))))
 
 
-@router.get("/{audit_id}/examples", summary="Per-example records, filtered and paginated")
+@router.get("/{audit_id}/examples", summary="Per-example records, filtered and paginated",
+            response_model=ExamplePage)
 def get_examples(gw: GatewayDep, who: Reader, audit_id: str, attack: str | None = None,
                  epsilon: float | None = None,
                  misclassified: bool | None = None,
@@ -107,7 +91,7 @@ def get_examples(gw: GatewayDep, who: Reader, audit_id: str, attack: str | None 
 
 
 @router.get("/{audit_id}/adversarial", summary="Adversarial examples of one (attack, ε)",
-            response_class=Response)
+            response_class=Response, responses=BINARY_FILE)
 def get_adversarial(gw: GatewayDep, who: Reader, audit_id: str, attack: str, epsilon: float,
                     format: str = Query("safetensors", pattern="^(safetensors|npz)$")):
     from safetensors.torch import load
@@ -121,5 +105,3 @@ def get_adversarial(gw: GatewayDep, who: Reader, audit_id: str, attack: str, eps
     return Response(data, media_type=media,
                     headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"})
 
-
-SCHEMAS = {"AuditSpec": AuditSpec}

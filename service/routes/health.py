@@ -1,15 +1,15 @@
-"""/v1/health (database and broker reachable) and /metrics (Prometheus text format)."""
+"""/v1/health: the gateway, its database and its broker reachable (no key needed)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from service.auth import Admin
-from service.state import Gateway, GatewayDep
+from service.gateway import Gateway, GatewayDep
+from service.routes import resource
+from service.schemas import Health
 
-router = APIRouter(tags=["health"])
+router = resource("", "health")
 
 
 def _check_broker(gw: Gateway) -> str:
@@ -21,7 +21,9 @@ def _check_broker(gw: Gateway) -> str:
         return f"unreachable ({type(exc).__name__})"
 
 
-@router.get("/v1/health", summary="Liveness of the gateway, its database and its broker")
+@router.get("/health", summary="Liveness of the gateway, its database and its broker",
+            response_model=Health,
+            responses={503: {"model": Health, "description": "database or broker unreachable"}})
 def health(gw: GatewayDep):
     try:
         with gw.db.engine.connect() as conn:
@@ -34,11 +36,3 @@ def health(gw: GatewayDep):
     body = {"status": "ok" if ok else "degraded", "database": database, "broker": broker,
             "embedded": gw.settings.embedded_broker}
     return JSONResponse(body, status_code=200 if ok else 503)
-
-
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(request: Request, _: Admin):
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    return Response(generate_latest(request.app.state.metrics.registry),
-                    media_type=CONTENT_TYPE_LATEST)

@@ -3,19 +3,19 @@ at creation; only a hash of it is stored."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Response
 from pydantic import Field
 
-from robustness.spec import Strict, parse_spec
+from robustness.spec import Strict
 from service.auth import Admin
+from service.gateway import GatewayDep
+from service.keys import SCOPES, check_scopes, check_tenant, create_key, list_keys, revoke_key
 from service.problems import Problem
-from service.routes.body import read_json
-from service.state import GatewayDep
+from service.routes import resource
+from service.schemas import ApiKeyList, CreatedApiKey
 from service.views import iso
-from workers.keys import SCOPES, check_scopes, check_tenant, create_key, list_keys, revoke_key
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = resource("/keys", "keys")
 
 
 class KeySpec(Strict):
@@ -29,25 +29,25 @@ def view(r) -> dict:
             "created_at": iso(r.created_at), "revoked_at": iso(r.revoked_at)}
 
 
-@router.post("", status_code=201, summary="Create an API key (shown once)")
-async def create(gw: GatewayDep, _: Admin, request: Request):
-    spec = parse_spec(KeySpec, await read_json(request))
+@router.post("", status_code=201, summary="Create an API key (shown once)",
+             response_model=CreatedApiKey)
+def create_api_key(spec: KeySpec, gw: GatewayDep, _: Admin) -> dict:
     try:
         check_tenant(spec.tenant)
         check_scopes(spec.scopes)
     except ValueError as exc:
         raise Problem(422, str(exc)) from None
     token, record = create_key(gw.db, spec.tenant, spec.scopes, spec.name)
-    return JSONResponse({**view(record), "key": token}, status_code=201)
+    return {**view(record), "key": token}
 
 
-@router.get("", summary="List API keys (without secrets)")
-def list_all(gw: GatewayDep, _: Admin):
+@router.get("", summary="List API keys (without secrets)", response_model=ApiKeyList)
+def list_api_keys(gw: GatewayDep, _: Admin):
     return {"items": [view(r) for r in list_keys(gw.db)]}
 
 
 @router.delete("/{key_id}", status_code=204, summary="Revoke an API key")
-def revoke(gw: GatewayDep, _: Admin, key_id: str):
+def revoke_api_key(gw: GatewayDep, _: Admin, key_id: str):
     if not revoke_key(gw.db, key_id):
         raise Problem(404, f"no active key {key_id!r}")
     return Response(status_code=204)

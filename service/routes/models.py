@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import File, Form, Query, UploadFile
 from fastapi.responses import Response
 from sqlalchemy import func, select
 
@@ -20,14 +20,17 @@ from robustness.models import ModelMetadata
 from robustness.models.formats import SAFETENSORS, STATE_DICT, detect_format
 from robustness.models.registry import check_architecture, default_input_shape
 from service.auth import Reader, Submitter
+from service.gateway import Gateway, GatewayDep
 from service.problems import Problem
-from service.routes.records import get_or_404, page
-from service.state import Gateway, GatewayDep
+from service.routes import resource
+from service.routes.listing import get_or_404, page
+from service.schemas import Model, ModelPage
 from service.views import model_view
-from workers.artifacts import TooLarge
-from workers.db import JobRecord, ModelRecord, ScheduleRecord, new_id, utcnow
+from store.artifacts import TooLarge
+from store.db import JobRecord, ModelRecord, ScheduleRecord, new_id, utcnow
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = resource("/models", "models")
+MODEL = {"response_model": Model, "response_model_exclude_unset": True}
 CHUNK = 1 << 20
 
 
@@ -46,7 +49,7 @@ def _metadata(raw: str | None) -> ModelMetadata:
         raise Problem(422, f"metadata: {exc}")
 
 
-@router.post("", status_code=201, summary="Register a model checkpoint")
+@router.post("", status_code=201, summary="Register a model checkpoint", **MODEL)
 def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2 "
                                                     "(torch.export), TorchScript or .pt "
                                                     "state_dict")],
@@ -109,13 +112,14 @@ def _forget(gw: Gateway, sha: str) -> None:
         gw.store.path(sha).unlink(missing_ok=True)
 
 
-@router.get("", summary="List models")
+@router.get("", summary="List models", response_model=ModelPage,
+            response_model_exclude_unset=True)
 def list_models(gw: GatewayDep, who: Reader, limit: int = Query(100, ge=1, le=1000),
                 offset: int = Query(0, ge=0, le=10**9)):
     return page(gw, who.tenant, ModelRecord, model_view, limit, offset)
 
 
-@router.get("/{model_id}", summary="Get a model")
+@router.get("/{model_id}", summary="Get a model", **MODEL)
 def get_model(gw: GatewayDep, who: Reader, model_id: str):
     return model_view(get_or_404(gw, who.tenant, ModelRecord, model_id, "model"), card=True)
 

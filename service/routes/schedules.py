@@ -6,24 +6,24 @@ from __future__ import annotations
 
 import httpx
 from croniter import croniter
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Query, Response
 from pydantic import Field, field_validator
 
-from robustness.spec import AuditSpec, Strict, parse_spec
+from robustness.spec import AuditSpec, Strict
 from service.auth import Reader, Submitter
 from service.budget import audit_passes, check_batch_sizes, check_budget
+from service.gateway import GatewayDep
 from service.problems import Problem
-from service.routes import jobs
-from service.routes.body import read_json
-from service.routes.records import get_or_404, page
+from service.routes import resource
+from service.routes.job_resource import require_model
+from service.routes.listing import get_or_404, page
 from service.schedules import next_fire
-from service.state import GatewayDep
+from service.schemas import Schedule, SchedulePage
 from service.views import iso
-from workers.confine import confine_dataset_path
-from workers.db import ScheduleRecord, new_id, utcnow
+from store.confine import confine_dataset_path
+from store.db import ScheduleRecord, new_id, utcnow
 
-router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
+router = resource("/schedules", "schedules")
 
 
 class ScheduleSpec(Strict):
@@ -69,24 +69,22 @@ def check_callback_host(url: str | None, allowed: str | None) -> None:
 def view(r: ScheduleRecord) -> dict:
     return {"id": r.id, "cron": r.cron, "audit": r.audit, "callback_url": r.callback_url,
             "next_run_at": iso(r.next_run_at), "last_run_at": iso(r.last_run_at),
-            "last_audit_id": r.last_job_id, "created_at": iso(r.created_at),
+            "last_audit_id": r.last_audit_id, "created_at": iso(r.created_at),
             "links": {"self": f"/v1/schedules/{r.id}",
                       "audits": f"/v1/audits?schedule_id={r.id}"}}
 
 
 @router.post("", status_code=201, summary="Schedule a recurring audit",
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": {"$ref": "#/components/schemas/"
-                                                         "ScheduleSpec"}}}}})
-async def create_schedule(gw: GatewayDep, who: Submitter, request: Request):
-    spec = parse_spec(ScheduleSpec, await read_json(request))
+             response_model=Schedule)
+def create_schedule(spec: ScheduleSpec, gw: GatewayDep, who: Submitter,
+                    response: Response) -> dict:
     check_callback_host(spec.callback_url, gw.settings.callback_hosts)
     audit = spec.audit
     confine_dataset_path(audit.dataset)
     check_batch_sizes(audit, gw.settings.max_batch_size)
     check_budget(audit_passes(audit), gw.settings.max_job_passes, "audit",
                  "audit.dataset.n, steps, restarts or the ε grid")
-    jobs.require_model(gw, who.tenant, audit.model_id, "audit.model_id")
+    require_model(gw, who.tenant, audit.model_id, "audit.model_id")
     now = utcnow()
     record = ScheduleRecord(id=new_id("sch"), tenant=who.tenant, cron=spec.cron,
                             audit=audit.model_dump(mode="json", exclude_unset=True),
@@ -94,17 +92,17 @@ async def create_schedule(gw: GatewayDep, who: Submitter, request: Request):
                             created_at=now)
     with gw.db.session.begin() as s:
         s.add(record)
-    return JSONResponse(view(record), status_code=201,
-                        headers={"Location": f"/v1/schedules/{record.id}"})
+    response.headers["Location"] = f"/v1/schedules/{record.id}"
+    return view(record)
 
 
-@router.get("", summary="List schedules")
+@router.get("", summary="List schedules", response_model=SchedulePage)
 def list_schedules(gw: GatewayDep, who: Reader, limit: int = Query(100, ge=1, le=1000),
                    offset: int = Query(0, ge=0, le=10**9)):
     return page(gw, who.tenant, ScheduleRecord, view, limit, offset)
 
 
-@router.get("/{schedule_id}", summary="Get a schedule")
+@router.get("/{schedule_id}", summary="Get a schedule", response_model=Schedule)
 def get_schedule(gw: GatewayDep, who: Reader, schedule_id: str):
     return view(get_or_404(gw, who.tenant, ScheduleRecord, schedule_id, "schedule"))
 
@@ -118,5 +116,3 @@ def delete_schedule(gw: GatewayDep, who: Submitter, schedule_id: str):
         s.delete(record)
     return Response(status_code=204)
 
-
-SCHEMAS = {"ScheduleSpec": ScheduleSpec}

@@ -126,7 +126,8 @@ class ScheduleRecord(Base):
     callback_url: Mapped[str | None] = mapped_column(String(2000))
     next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_job_id: Mapped[str | None] = mapped_column(String(40))
+    # The column predates the name: it holds the id of the last audit this schedule fired.
+    last_audit_id: Mapped[str | None] = mapped_column("last_job_id", String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -1,4 +1,4 @@
-"""One training job from a spec: data, held-out slice, method, monitors, model card.
+"""A training from a spec: data, held-out slice, method, monitors, model card.
 
 The CLI (`robustness train`) and the workers both call `train_from_spec` and `save_training`,
 so a checkpoint and its card mean the same thing whichever entry point produced them.

@@ -16,11 +16,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
-from workers.db import FINAL_STATES, Database, JobRecord, new_id, utcnow
+from store.db import FINAL_STATES, Database, JobRecord, new_id, utcnow
+from store.kinds import KINDS
 
 
 def new_job(kind: str, spec: dict, model_id: str | None, **extra) -> JobRecord:
-    return JobRecord(id=new_id("aud" if kind == "audit" else "trn"), kind=kind,
+    return JobRecord(id=new_id(KINDS[kind].id_prefix), kind=kind,
                      status="queued", spec=spec, model_id=model_id, progress_completed=0,
                      progress_total=0, cancel_requested=False, attempts=0,
                      callback_attempts=0, created_at=utcnow(), **extra)

@@ -8,14 +8,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from workers.artifacts import ArtifactStore
-from workers.db import Database
-from workers.settings import Settings
+from service.settings import GatewaySettings
+from store.artifacts import ArtifactStore
+from store.db import Database
 
 
 @dataclass
 class Gateway:
-    settings: Settings
+    settings: GatewaySettings
     db: Database
     store: ArtifactStore
     celery: object

@@ -1,10 +1,10 @@
-"""Alembic environment: runs on the connection `workers.db.migrate` hands over, or on
+"""Alembic environment: runs on the connection `store.db.migrate` hands over, or on
 `sqlalchemy.url` when invoked as `alembic -x url=... upgrade head`."""
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from workers.db import Base
+from store.db import Base
 
 target_metadata = Base.metadata
 config = context.config

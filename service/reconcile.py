@@ -3,7 +3,7 @@
 Two ways a message vanishes: the broker lost it (Redis restarted without persistence, or the
 gateway died between storing the job and publishing), or a worker took it and died (SIGKILL,
 lost machine) so the job sits `running` with a heartbeat that stopped. A duplicate message is
-harmless (the claim in `workers.jobs` lets exactly one delivery run a job), so when the broker
+harmless (the claim in `store.transitions` lets exactly one delivery run a job), so when the broker
 cannot be inspected the job is simply sent again.
 """
 
@@ -17,29 +17,12 @@ from pathlib import Path
 
 from sqlalchemy import or_, select
 
-from workers.celery_app import AUDITS, TRAININGS
-from workers.db import Database, JobRecord, utcnow
+from store.db import Database, JobRecord, utcnow
+from store.kinds import QUEUES
+from store.queue import send
+from store.transitions import give_up_on_stale
 
 log = logging.getLogger(__name__)
-
-TASKS = {"audit": ("robustness.audit", AUDITS), "training": ("robustness.training", TRAININGS)}
-
-
-def send(celery, db: Database, job: JobRecord) -> bool:
-    """Publish the job's message; False (job left for the reconciler) if the broker is down."""
-    from workers import jobs
-
-    name, queue = TASKS[job.kind]
-    try:
-        celery.send_task(name, args=[job.id], queue=queue, retry=True,
-                         retry_policy={"max_retries": 1, "interval_start": 0,
-                                       "interval_step": 0.2, "interval_max": 0.5})
-    except Exception as exc:  # noqa: BLE001 - broker down: the job stays queued
-        log.warning("could not enqueue %s (%s); the reconciler will retry", job.id, exc)
-        return False
-    jobs.mark_enqueued(db, job.id)
-    return True
-
 
 def _job_id_of(raw: bytes | str) -> str | None:
     """The job id a Celery (protocol 2, JSON) message carries, from its raw broker form."""
@@ -65,7 +48,7 @@ def queued_message_ids(broker_url: str) -> set[str] | None:
         import redis
 
         client = redis.Redis.from_url(broker_url, socket_timeout=5)
-        raw = [m for q in (AUDITS, TRAININGS) for m in client.lrange(q, 0, -1)]
+        raw = [m for q in QUEUES for m in client.lrange(q, 0, -1)]
         return {i for i in map(_job_id_of, raw) if i}
     if broker_url.startswith("sqla+sqlite:///"):
         # kombu's SQLAlchemy transport: waiting messages are the visible rows. A fetched
@@ -88,8 +71,6 @@ def queued_message_ids(broker_url: str) -> set[str] | None:
 def reconcile(celery, db: Database, *, lease_seconds: float, grace_seconds: float = 10.0,
               broker_url: str = "", max_attempts: int = 3) -> list[str]:
     """One pass; returns the ids sent again."""
-    from workers.jobs import give_up_on_stale
-
     failed = give_up_on_stale(db, lease_seconds, max_attempts)
     if failed:
         log.warning("gave up on %s after %d attempts", failed, max_attempts)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from workers.db import ApiKeyRecord, Database, new_id, utcnow
+from store.db import ApiKeyRecord, Database, new_id, utcnow
 
 SCOPES = ("read", "submit", "admin")
 PREFIX = "rbk_"

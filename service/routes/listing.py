@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
+from service.gateway import Gateway
 from service.problems import Problem
-from service.state import Gateway
 
 
 def page(gw: Gateway, tenant: str, record_cls, view: Callable[[object], dict], limit: int,

@@ -1,0 +1,128 @@
+"""What every job kind's resource shares: submit (202 + Location + Retry-After), and the
+list, status and cancel routes, generated for a kind from its `store.kinds` entry. A kind's
+own module adds its submit route (its spec and checks) and its result sub-resources."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from service.auth import Reader, Submitter
+from service.gateway import Gateway, GatewayDep
+from service.problems import Problem
+from service.schemas import Job, JobPage, JobStatus
+from service.views import job_view
+from store import transitions
+from store.db import FINAL_STATES, JobRecord, ModelRecord
+from store.kinds import JobKind
+from store.queue import send
+
+RETRY_AFTER = "2"
+JOB = {"response_model": Job, "response_model_exclude_unset": True}
+
+
+def require_model(gw: Gateway, tenant: str, model_id: str | None, field: str) -> None:
+    if model_id is None:
+        raise Problem(422, f"{field}: required (the id of a registered model)")
+    with gw.db.session() as s:
+        record = s.get(ModelRecord, model_id)
+    if record is None or record.tenant != tenant:
+        raise Problem(422, f"{field}: no model {model_id!r} is registered")
+
+
+def _accepted(response: Response, kind: JobKind, job: JobRecord, replayed: bool) -> dict:
+    response.status_code = 202
+    response.headers["Location"] = kind.path(job.id)
+    response.headers["Retry-After"] = RETRY_AFTER
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return job_view(job)
+
+
+def submit(gw: Gateway, response: Response, tenant: str, kind: JobKind, spec,
+           model_id: str | None, idempotency_key: str | None = None) -> dict:
+    """Store and enqueue the job. With an Idempotency-Key, a retry of the same request (same
+    tenant, key and body) gets the job the first one created instead of a second job."""
+    body = spec.model_dump(mode="json", exclude_unset=True)
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
+        raise Problem(422, "Idempotency-Key: must be 1 to 200 characters")
+    replay = _replay(gw, tenant, kind, idempotency_key, body)
+    if replay is None:
+        try:
+            job = transitions.create_job(gw.db, kind.name, body, model_id, tenant=tenant,
+                                         idempotency_key=idempotency_key)
+        except IntegrityError:  # a concurrent retry with the same key won the race
+            replay = _replay(gw, tenant, kind, idempotency_key, body)
+            if replay is None:
+                raise
+        else:
+            send(gw.celery, gw.db, job)
+            return _accepted(response, kind, transitions.get_job(gw.db, job.id), False)
+    return _accepted(response, kind, replay, True)
+
+
+def _replay(gw: Gateway, tenant: str, kind: JobKind, key: str | None,
+            body: dict) -> JobRecord | None:
+    if key is None:
+        return None
+    with gw.db.session() as s:
+        job = s.execute(select(JobRecord).where(JobRecord.tenant == tenant,
+                                                JobRecord.idempotency_key == key)).scalar()
+    if job is not None and (job.kind != kind.name or job.spec != body):
+        raise Problem(422, f"Idempotency-Key: {key!r} was used for another request "
+                           f"({job.kind} {job.id}); use a new key for a new job")
+    return job
+
+
+def get_job_or_404(gw: Gateway, tenant: str, kind: JobKind, job_id: str) -> JobRecord:
+    job = transitions.get_job(gw.db, job_id)
+    if job is None or job.kind != kind.name or job.tenant != tenant:
+        raise Problem(404, f"no {kind.name} {job_id!r}")
+    return job
+
+
+def add_job_routes(router: APIRouter, kind: JobKind) -> None:
+    """GET /v1/<kinds>, GET /v1/<kinds>/{id} and POST /v1/<kinds>/{id}/cancel."""
+    noun, nouns = kind.name, kind.segment
+    # The id is named for the kind in paths and docs (/v1/audits/{audit_id}).
+    job_id_param = Path(alias=f"{noun}_id")
+    item = f"/{{{noun}_id}}"
+
+    @router.get("", summary=f"List {nouns}", response_model=JobPage,
+                response_model_exclude_unset=True, name=f"list_{nouns}")
+    def list_jobs(gw: GatewayDep, who: Reader, status: JobStatus | None = None,
+                  model_id: str | None = None, schedule_id: str | None = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> dict:
+        query = select(JobRecord).where(JobRecord.kind == noun, JobRecord.tenant == who.tenant)
+        if status is not None:
+            query = query.where(JobRecord.status == status)
+        if model_id is not None:
+            query = query.where(getattr(JobRecord, kind.model_column) == model_id)
+        if schedule_id is not None:
+            query = query.where(JobRecord.schedule_id == schedule_id)
+        with gw.db.session() as s:
+            rows = s.execute(query.order_by(JobRecord.created_at.desc(), JobRecord.id)
+                             .limit(limit).offset(offset)).scalars().all()
+        return {"items": [job_view(j) for j in rows], "limit": limit, "offset": offset}
+
+    @router.get(item, summary=f"{noun.capitalize()} status and progress",
+                name=f"get_{noun}", **JOB)
+    def get_job(gw: GatewayDep, who: Reader, response: Response,
+                job_id: str = job_id_param) -> dict:
+        job = get_job_or_404(gw, who.tenant, kind, job_id)
+        if job.status not in FINAL_STATES:
+            response.headers["Retry-After"] = RETRY_AFTER
+        return job_view(job)
+
+    @router.post(item + "/cancel", status_code=202, summary=f"Cancel a {noun}",
+                 name=f"cancel_{noun}", **JOB)
+    def cancel_job(gw: GatewayDep, who: Submitter, job_id: str = job_id_param) -> dict:
+        job = get_job_or_404(gw, who.tenant, kind, job_id)
+        if job.status in ("succeeded", "failed"):
+            raise Problem(409, f"{noun} {job_id!r} already {job.status}; nothing to cancel")
+        transitions.request_cancel(gw.db, job_id)
+        return job_view(transitions.get_job(gw.db, job_id))

@@ -1,0 +1,170 @@
+"""The HTTP contract's response bodies, as pydantic models: what `openapi.json` promises and
+what every route is declared to return (`response_model`), so generated clients are typed.
+
+Open-ended records (a spec, a job's summary, a model's metadata and card) stay JSON objects:
+their own schemas are the request models (`AuditSpec`, `TrainingSpec`, `ModelMetadata`).
+Routes return only the keys a record has (`response_model_exclude_unset`), so an audit never
+shows a training's `history` and the JSON is what it was before these models existed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Body(BaseModel):
+    # A record may gain keys before its model here does; they are passed on, never dropped.
+    model_config = ConfigDict(extra="allow")
+
+
+class FieldError(Body):
+    field: str
+    message: str
+
+
+class ProblemDetails(Body):
+    """RFC 9457 problem details (`application/problem+json`)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = Field(description="what went wrong, naming the field to fix")
+    errors: list[FieldError] | None = Field(default=None,
+                                            description="one entry per invalid field")
+
+
+class Progress(Body):
+    completed: int
+    total: int
+    fraction: float
+    phase: str | None = None
+
+
+class Callback(Body):
+    url: str
+    status: str | None = None
+    attempts: int
+
+
+class Job(Body):
+    """An audit or a training: its status, progress and outcome."""
+
+    id: str
+    kind: str = Field(description="audit | training")
+    status: JobStatus
+    progress: Progress
+    error: str | None = None
+    cancel_requested: bool
+    attempts: int
+    spec: dict[str, Any]
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    seconds: float | None = None
+    summary: dict[str, Any] | None = None
+    links: dict[str, str]
+    model_id: str | None = Field(default=None, description="audits: the model audited; "
+                                 "trainings: the model registered on success")
+    schedule_id: str | None = Field(default=None, description="audits: the schedule that "
+                                    "fired it")
+    callback: Callback | None = None
+    history: list[dict[str, Any]] | None = Field(default=None, description="trainings: one "
+                                                 "entry per epoch")
+
+
+class JobPage(Body):
+    items: list[Job]
+    limit: int
+    offset: int
+
+
+class Model(Body):
+    id: str
+    name: str | None = None
+    sha256: str
+    size: int
+    format: str
+    metadata: dict[str, Any]
+    source_training_id: str | None = None
+    created_at: str | None = None
+    links: dict[str, str]
+    card: dict[str, Any] | None = Field(default=None, description="trained here: the model "
+                                        "card (training spec, per-epoch history)")
+
+
+class ModelPage(Body):
+    items: list[Model]
+    total: int
+    limit: int
+    offset: int
+
+
+class Schedule(Body):
+    id: str
+    cron: str
+    audit: dict[str, Any]
+    callback_url: str | None = None
+    next_run_at: str | None = None
+    last_run_at: str | None = None
+    last_audit_id: str | None = None
+    created_at: str | None = None
+    links: dict[str, str]
+
+
+class SchedulePage(Body):
+    items: list[Schedule]
+    total: int
+    limit: int
+    offset: int
+
+
+class ApiKey(Body):
+    id: str
+    name: str | None = None
+    tenant: str
+    scopes: list[str]
+    created_at: str | None = None
+    revoked_at: str | None = None
+
+
+class CreatedApiKey(ApiKey):
+    key: str = Field(description="the key itself, shown only in this response")
+
+
+class ApiKeyList(Body):
+    items: list[ApiKey]
+
+
+class Health(Body):
+    status: Literal["ok", "degraded"]
+    database: str
+    broker: str
+    embedded: bool
+
+
+class ExampleRecord(Body):
+    """One example under one (attack, ε)."""
+
+    attack: str = Field(description="the attack's label in the report")
+    norm: str | None = None
+    epsilon: float
+    index: int
+    label: int = Field(description="the example's true class")
+    pred: int
+    confidence: float
+    true_class_prob: float
+    misclassified: bool
+    linf: float
+    l2: float
+    clean_pred: int
+    clean_confidence: float
+
+
+class ExamplePage(Body):
+    items: list[ExampleRecord]
+    total: int
+    next_cursor: str | None = None

@@ -1,0 +1,38 @@
+"""The gateway's own settings (keys, limits on what it accepts, housekeeping), on top of what
+it shares with the workers (`store.settings`). Read once from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from store.settings import Settings
+
+
+class GatewaySettings(Settings):
+    admin_key: str | None = Field(default=None, description="an admin API key of the default "
+                                  "tenant; default: generated once, kept in home/admin.key")
+    allow_anonymous: bool = Field(default=False, description="local development only: "
+                                  "unauthenticated calls from loopback get read and submit")
+
+    # Limits on what is accepted, checked before anything is stored or queued.
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_job_passes: int = Field(default=10**10, description="refuse jobs needing more example "
+                                "forward+backward passes than this (n × steps × restarts × ε "
+                                "for audits, n × epochs × steps for trainings)")
+    max_batch_size: int = Field(default=4096, description="largest batch a job may ask for: "
+                                "bounds a worker's memory per job")
+    callback_hosts: str | None = Field(default=None, description="comma-separated hosts that "
+                                       "schedule callbacks may call; unset: any host")
+
+    # Housekeeping: how often lost jobs are looked for, and how often a job may lose its
+    # worker before it fails.
+    reconcile_seconds: float = 10.0
+    max_attempts: int = Field(default=3, description="a job whose worker died this many "
+                              "times fails instead of being delivered again")
+
+
+@lru_cache(maxsize=1)
+def get_gateway_settings() -> GatewaySettings:
+    return GatewaySettings()

@@ -1,0 +1,63 @@
+"""The layering of README's "Layout": which package may import which, and the places that
+must stay single (the environment's paths, the job kinds)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("robustness", "store", "workers", "service")
+# Package -> the project packages and third-party roots it must never import.
+FORBIDDEN = {
+    "robustness": {"store", "workers", "service", "fastapi", "celery", "sqlalchemy", "redis",
+                   "starlette", "kombu", "alembic"},
+    "store": {"workers", "service", "fastapi", "starlette"},
+    "workers": {"service", "fastapi", "starlette"},
+    "service": {"workers"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def _sources(package: str):
+    return sorted((REPO / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_imports_only_the_layers_below_it(package):
+    bad = {str(p.relative_to(REPO)): sorted(_imports(p) & FORBIDDEN[package])
+           for p in _sources(package)}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_the_environments_paths_are_read_in_one_place():
+    """ROBUSTNESS_HOME and ROBUSTNESS_DATA_ROOT are read by robustness/paths.py alone."""
+    readers = set()
+    for package in PACKAGES:
+        for path in _sources(package):
+            text = path.read_text()
+            if re.search(r"(environ\.get|getenv|environ\[)\(?\s*[\"']ROBUSTNESS_(HOME|DATA_ROOT)",
+                         text):
+                readers.add(str(path.relative_to(REPO)))
+    assert readers == {"robustness/paths.py"}
+
+
+def test_nothing_switches_on_a_job_kinds_name():
+    """Kinds are one table (store/kinds.py): no code compares against a kind's name."""
+    pattern = re.compile(r"""(==|!=)\s*["'](audit|training)["']|["'](audit|training)["']\s*(==|!=)""")
+    hits = [f"{p.relative_to(REPO)}:{i}" for package in ("store", "workers", "service")
+            for p in _sources(package)
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []

@@ -1,0 +1,127 @@
+"""What each job kind runs (named by `store.kinds`): a stored job in, one library call, the
+outcome's columns out. No numerics here.
+
+The spec is parsed, and its dataset path confined, once in this process, on purpose: the
+gateway did both at submission, but a worker trusts no record it reads (a job may predate a
+rule, or come from a schedule stored long ago), and the library entry points take the parsed
+spec without parsing it again.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from store.confine import confine_dataset_path
+from store.db import JobRecord, ModelRecord, new_id, utcnow
+from workers.cache import key_of
+from workers.context import WorkerContext
+
+
+def _device(ctx: WorkerContext):
+    from robustness.devices import pick_device
+
+    return pick_device(ctx.settings.device)
+
+
+def _model_record(ctx: WorkerContext, model_id: str | None, what: str) -> ModelRecord:
+    from robustness.errors import SpecError
+
+    with ctx.db.session() as s:
+        record = s.get(ModelRecord, model_id) if model_id else None
+    if record is None:
+        raise SpecError(f"{what}: model {model_id!r} no longer exists")
+    return record
+
+
+def _load_model(ctx: WorkerContext, record: ModelRecord, device, metadata):
+    """The library's `load_model`, cached per checkpoint, metadata and device; the cached
+    copy's weights are frozen, since jobs share it and only ever differentiate inputs."""
+    from robustness.models import load_model
+
+    def make():
+        return load_model(ctx.store.path(record.sha256), metadata, device).requires_grad_(False)
+
+    key = key_of(record.sha256, metadata.model_dump(mode="json"), str(device))
+    return ctx.models.get(key, make)
+
+
+def _load_data(ctx: WorkerContext, dataset_spec):
+    from robustness.data import load_dataset
+
+    root = ctx.settings.data_root
+    return ctx.datasets.get(key_of(dataset_spec.model_dump(), str(root)),
+                            lambda: load_dataset(dataset_spec, root))
+
+
+def run_audit_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
+    from safetensors.torch import save
+
+    from robustness.audit import audit, metadata_for_data
+    from robustness.evaluation.export import adversarial_tensors
+    from robustness.models import ModelMetadata
+    from robustness.spec import parse_audit_spec
+
+    spec = parse_audit_spec(job.spec)
+    confine_dataset_path(spec.dataset)
+    record = _model_record(ctx, job.model_id, "model_id")
+    device = _device(ctx)
+    beat.record(phase="loading data")
+    data = _load_data(ctx, spec.dataset)
+    beat.record(phase="loading model")
+    metadata = metadata_for_data(ModelMetadata.parse(record.model_metadata), data)
+    model = _load_model(ctx, record, device, metadata)
+    result = audit(model, data, spec, device=device, progress=beat.progress,
+                   collect_adversarial=True, model_extra={"id": record.id})
+    report = result.report
+    report_sha = ctx.store.put_bytes(json.dumps(report).encode())
+    adversarial_sha = ctx.store.put_bytes(save(adversarial_tensors(result, report)))
+    summary = {"clean_accuracy": report["clean"]["accuracy"],
+               "gate": report.get("gate"),
+               "results": [{k: r.get(k) for k in ("attack", "label", "norm", "epsilon",
+                                                  "accuracy")} for r in report["results"]]}
+    return {"report_sha256": report_sha, "adversarial_sha256": adversarial_sha,
+            "summary": summary}
+
+
+def run_training_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
+    from robustness.models import ModelMetadata
+    from robustness.training import parse_training_spec, save_training, train_from_spec
+
+    spec = parse_training_spec(job.spec)
+    confine_dataset_path(spec.dataset)
+    device = _device(ctx)
+    teacher = None
+    if spec.teacher_model_id:
+        record = _model_record(ctx, spec.teacher_model_id, "teacher_model_id")
+        metadata = ModelMetadata.parse(record.model_metadata)
+        if metadata.input_shape is None and spec.input_shape is not None:
+            metadata = metadata.model_copy(update={"input_shape": list(spec.input_shape)})
+        teacher = _load_model(ctx, record, device, metadata)
+    history: list[dict] = []
+
+    def on_epoch(entry: dict) -> None:
+        history.append(entry)
+        beat.record(history=list(history))
+
+    result = train_from_spec(spec, data_root=ctx.settings.data_root, device=device,
+                             teacher=teacher, progress=beat.progress, log=on_epoch)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = save_training(result, Path(tmp))
+        size = weights.stat().st_size
+        sha = ctx.store.put_file(weights)
+        card = json.loads(weights.with_suffix(".json").read_text())
+    model_id = new_id("mdl")
+
+    def register(session) -> None:
+        session.add(ModelRecord(id=model_id, tenant=job.tenant, name=card["metadata"].get("name"),
+                                sha256=sha,
+                                size=size, format="safetensors", model_metadata=card["metadata"],
+                                card=card, source_training_id=job.id, created_at=utcnow()))
+
+    t = card["training"]
+    return {"result_model_id": model_id, "history": t["history"], "also": register,
+            "summary": {"selected_epoch": t["selected_epoch"], "epochs_run": t["epochs_run"],
+                        "catastrophic_overfitting": t["catastrophic_overfitting"],
+                        "stopped_early": t["stopped_early"]}}
