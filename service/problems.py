@@ -53,12 +53,21 @@ def _field(loc) -> str:
     return ".".join(parts) or "body"
 
 
-def _validation_problem(exc: RequestValidationError):
+def _validation_problem(request: Request, exc: RequestValidationError):
     """Field errors read as the library's (`attacks[0].steps: ...`), so a spec is refused
     with the same words over HTTP as by `robustness audit --spec`."""
     errors = exc.errors()
     bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
     if bad_json is not None:
+        # FastAPI decodes a JSON body before it runs the route's dependencies: the caller
+        # must still hear that it is not authenticated before anything about its body.
+        from service.auth import principal
+
+        try:
+            principal(request, None)
+        except Problem as unauthorized:
+            return problem_response(unauthorized.status, unauthorized.detail,
+                                    headers=unauthorized.headers)
         reason = (bad_json.get("ctx") or {}).get("error", "")
         return problem_response(400, f"body: not valid JSON ({reason} at position "
                                      f"{bad_json['loc'][-1]})")
@@ -82,8 +91,8 @@ def install(app: FastAPI) -> None:
         return problem_response(422, str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError):
-        return _validation_problem(exc)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return _validation_problem(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):

@@ -181,3 +181,13 @@ def test_a_generated_client_imports_and_type_checks(openapi, tmp_path, monkeypat
                             "--ignore-missing-imports", "--follow-imports=silent", *derived],
                            check=False, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
+
+
+def test_an_unauthenticated_caller_hears_401_before_anything_about_its_body(app):
+    """FastAPI decodes JSON before it runs the auth dependency; the answer is still 401."""
+    with TestClient(app) as c:
+        for headers in ({}, {"Authorization": "Bearer nope"}):
+            r = c.post("/v1/audits", content=b"{not json", headers=headers)
+            assert r.status_code == 401 and "Authorization" in r.json()["detail"], r.text
+        r = c.post("/v1/audits", content=b"{not json", headers=AUTH)
+        assert r.status_code == 400 and r.json()["detail"].startswith("body: not valid JSON")
