@@ -1,6 +1,8 @@
-"""`robustness` command line: `audit`, `train` and `demo` here; the service adds `serve` and
-`keys`, the workers `worker`, each through the `robustness.commands` entry point (this package
-never imports either; installed without them, the library's commands still work).
+"""`robustness` command line: audits, training and the service.
+
+`audit`, `train` and `demo` are here; the service adds `serve` and `keys`, the workers
+`worker`, each through the `robustness.commands` entry point (this package never imports
+either; installed without them, the library's commands still work).
 
 Exit codes: 0 done (gate passed or absent), 1 the report's gate failed, 2 bad input (spec,
 model, data), with one line on stderr saying what to fix.
