@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from store.db import JOB_STATES
+
+JobStatus = Literal[JOB_STATES]  # queued, running, succeeded, failed, cancelled
 
 
 class Body(BaseModel):

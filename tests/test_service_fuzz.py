@@ -1,6 +1,6 @@
 """Property-based fuzzing of the gateway's OpenAPI schema (schemathesis): generated requests,
 schema-valid and schema-violating, to every operation, with an admin key; none may answer
-5xx. Bounded: a fixed, derandomized number of examples per operation; no worker runs, so
+5xx, and every answer's body and content type are the ones the document declares. Bounded: a fixed, derandomized number of examples per operation; no worker runs, so
 submitted jobs stay queued."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections import Counter
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
+from schemathesis.checks import content_type_conformance, response_schema_conformance
 
 from service.app import create_app
 from service.settings import GatewaySettings as Settings
@@ -32,6 +33,8 @@ def test_no_server_errors(case):
     STATUSES[response.status_code // 100] += 1
     assert response.status_code < 500, (case.method, case.path, response.status_code,
                                         response.text[:500])
+    case.validate_response(response, checks=[response_schema_conformance,
+                                             content_type_conformance])
 
 
 def test_the_fuzz_reached_the_handlers():
