@@ -76,7 +76,8 @@ class AttackBase(Strict):
     epsilons: list[Epsilon] | None = Field(default=None, description="this attack's ε grid, "
                                          "overriding the spec's (e.g. L2 radii)")
     batch_size: int | None = Field(default=None, gt=0, description="examples per attack "
-                                   "call (at most the audit's batch_size): bounds memory")
+                                   "call, to bound its memory (the audit's batch_size when "
+                                   "unset; a larger value has no effect)")
 
     # The attack searches for the smallest perturbation, independent of ε: it runs once per
     # batch and returns (x_min, found); a bounded attack runs per ε and returns x_adv.
@@ -105,6 +106,21 @@ class AttackBase(Strict):
     def run(self, model, x, y, eps: float | None = None, *, generator=None,
             clean_logits=None):
         raise NotImplementedError
+
+    def run_batched(self, model, x, y, eps: float | None = None, *, generator=None,
+                    clean_logits=None):
+        """`run` in chunks of this attack's `batch_size` (all of x at once when unset)."""
+        size = self.batch_size or len(x)
+        if size >= len(x):
+            return self.run(model, x, y, eps, generator=generator, clean_logits=clean_logits)
+        import torch
+
+        parts = [self.run(model, x[i:i + size], y[i:i + size], eps, generator=generator,
+                          clean_logits=None if clean_logits is None else clean_logits[i:i + size])
+                 for i in range(0, len(x), size)]
+        if self.minimum_norm:  # (x_min, found) per chunk
+            return tuple(torch.cat(columns) for columns in zip(*parts))
+        return torch.cat(parts)
 
 
 class FGSMSpec(AttackBase):
@@ -303,17 +319,25 @@ def format_validation_error(exc: ValidationError) -> str:
     return format_errors(exc.errors(include_url=False))
 
 
+def error_location(err: dict, skip: tuple[str, ...] = ()) -> str:
+    """Where a pydantic error is, as a user writes it (`attacks[0].steps`); `skip` drops
+    leading location parts such as FastAPI's 'body'."""
+    loc = list(err["loc"])
+    while loc and loc[0] in skip:
+        loc.pop(0)
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    # Union members add their tag to the location (attacks[0].pgd.steps); drop it.
+    return _UNION_TAG.sub("", text)
+
+
+def error_message(err: dict) -> str:
+    return err["msg"].removeprefix("Value error, ")
+
+
 def format_errors(errors, skip: tuple[str, ...] = ()) -> str:
-    """Pydantic's error list as one line naming each bad field (`attacks[0].steps: ...`);
-    `skip` drops leading location parts such as FastAPI's 'body'."""
+    """Pydantic's error list as one line naming each bad field (`attacks[0].steps: ...`)."""
     parts = []
     for err in errors:
-        loc = list(err["loc"])
-        while loc and loc[0] in skip:
-            loc.pop(0)
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-        # Union members add their tag to the location (attacks[0].pgd.steps); drop it.
-        loc = _UNION_TAG.sub("", loc)
-        msg = err["msg"].removeprefix("Value error, ")
+        loc, msg = error_location(err, skip), error_message(err)
         parts.append(f"{loc}: {msg}" if loc and not msg.startswith(loc) else msg)
     return "; ".join(parts)

@@ -55,7 +55,17 @@ BEARER = HTTPBearer(auto_error=False, description="an API key: `robustness serve
 
 
 def principal(request: Request,
-              _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Principal:
+              _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None
+              ) -> Principal:
+    """The caller, resolved once per request (a JSON route checks it before reading its
+    body, then its dependencies ask again)."""
+    known = getattr(request.state, "principal", None)
+    if known is None:
+        known = request.state.principal = _resolve(request)
+    return known
+
+
+def _resolve(request: Request) -> Principal:
     gw = request.app.state.gw
     header = request.headers.get("authorization", "")
     if not header:
@@ -77,12 +87,20 @@ def principal(request: Request,
     return found
 
 
+def authorize(request: Request, scope: str) -> Principal:
+    who = principal(request)
+    if scope not in who.scopes:
+        raise Problem(403, f"this API key lacks the '{scope}' scope (it has "
+                           f"{', '.join(sorted(who.scopes))})")
+    return who
+
+
 def require(scope: str):
-    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
-        if scope not in who.scopes:
-            raise Problem(403, f"this API key lacks the '{scope}' scope (it has "
-                               f"{', '.join(sorted(who.scopes))})")
-        return who
+    def check(request: Request,
+              _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+              ) -> Principal:
+        return authorize(request, scope)
+    check.scope = scope  # read by service.json_body, which checks it before the body
     return check
 
 

@@ -5,6 +5,7 @@ beyond any real audit) is refused with the figure, instead of holding a GPU for 
 from __future__ import annotations
 
 from robustness.spec import SPLIT_SIZES
+from robustness.training.spec import ADVERSARIAL
 from service.problems import Problem
 
 
@@ -28,7 +29,7 @@ def training_passes(spec) -> int | None:
     if n is None:
         return None
     r = spec.resolved()
-    per_epoch = n * ((spec.attack_steps + 1) if spec.method in ("fgsm", "pgd", "trades") else 1)
+    per_epoch = n * ((spec.attack_steps + 1) if spec.method in ADVERSARIAL else 1)
     epochs = spec.epochs + (r.get("teacher_epochs") or 0)
     return per_epoch * epochs
 

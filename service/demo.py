@@ -10,7 +10,7 @@ from store.artifacts import ArtifactStore
 from store.db import Database, ModelRecord, new_id, utcnow
 
 
-def train_demo(data_root: str | None) -> tuple[Path, dict, dict]:
+def train_demo(data_root: str | Path | None) -> tuple[Path, dict, dict]:
     """Returns (weights file, metadata, a ready audit spec without model_id)."""
     from robustness.data import load_dataset
     from robustness.errors import DataError

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from robustness.errors import RobustnessError
-from robustness.spec import format_errors
+from robustness.spec import error_location, error_message, format_errors
 
 MEDIA_TYPE = "application/problem+json"
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -45,40 +45,17 @@ def problem_response(status: int, detail: str, headers: dict | None = None, **ex
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+# Where FastAPI says a bad value came from; the field's own path follows.
 WHERE = ("body", "query", "path", "form", "header")
 
 
-def _field(loc) -> str:
-    parts = [str(p) for p in loc if p not in WHERE]
-    return ".".join(parts) or "body"
-
-
-def _validation_problem(request: Request, exc: RequestValidationError):
+def _validation_problem(exc: RequestValidationError):
     """Field errors read as the library's (`attacks[0].steps: ...`), so a spec is refused
     with the same words over HTTP as by `robustness audit --spec`."""
     errors = exc.errors()
-    bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
-    if bad_json is not None:
-        # FastAPI decodes a JSON body before it runs the route's dependencies: the caller
-        # must still hear that it is not authenticated before anything about its body.
-        from service.auth import principal
-
-        try:
-            principal(request, None)
-        except Problem as unauthorized:
-            return problem_response(unauthorized.status, unauthorized.detail,
-                                    headers=unauthorized.headers)
-        reason = (bad_json.get("ctx") or {}).get("error", "")
-        return problem_response(400, f"body: not valid JSON ({reason} at position "
-                                     f"{bad_json['loc'][-1]})")
-    if any(tuple(e.get("loc", ())) == ("body",) and e.get("type") in NOT_AN_OBJECT
-           for e in errors):
-        return problem_response(422, "body: must be a JSON object (the spec)")
-    fields = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in errors]
+    fields = [{"field": error_location(e, WHERE) or "body", "message": error_message(e)}
+              for e in errors]
     return problem_response(422, format_errors(errors, skip=WHERE), errors=fields)
-
-
-NOT_AN_OBJECT = ("model_type", "model_attributes_type", "dict_type")
 
 
 def install(app: FastAPI) -> None:
@@ -91,8 +68,8 @@ def install(app: FastAPI) -> None:
         return problem_response(422, str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):
-        return _validation_problem(request, exc)
+    async def _validation(_: Request, exc: RequestValidationError):
+        return _validation_problem(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):

@@ -24,6 +24,7 @@ from store.transitions import give_up_on_stale
 
 log = logging.getLogger(__name__)
 
+
 def _job_id_of(raw: bytes | str) -> str | None:
     """The job id a Celery (protocol 2, JSON) message carries, from its raw broker form."""
     try:

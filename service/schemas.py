@@ -14,8 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from store.db import JOB_STATES
+from store.kinds import KINDS
 
 JobStatus = Literal[JOB_STATES]  # queued, running, succeeded, failed, cancelled
+JobKindName = Literal[tuple(KINDS)]  # audit, training
 
 
 class Body(BaseModel):
@@ -56,7 +58,7 @@ class Job(Body):
     """An audit or a training: its status, progress and outcome."""
 
     id: str
-    kind: str = Field(description="audit | training")
+    kind: JobKindName
     status: JobStatus
     progress: Progress
     error: str | None = None

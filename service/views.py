@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from service.routes import V1
 from store.db import JobRecord, ModelRecord
-from store.kinds import KINDS
+from store.kinds import KINDS, JobKind
 
 
 def iso(value: datetime | None) -> str | None:
@@ -19,16 +20,20 @@ def iso(value: datetime | None) -> str | None:
 def model_view(r: ModelRecord, card: bool = False) -> dict:
     out = {"id": r.id, "name": r.name, "sha256": r.sha256, "size": r.size, "format": r.format,
            "metadata": r.model_metadata, "source_training_id": r.source_training_id,
-           "created_at": iso(r.created_at), "links": {"self": f"/v1/models/{r.id}"}}
+           "created_at": iso(r.created_at), "links": {"self": f"{V1}/models/{r.id}"}}
     if card and r.card is not None:
         out["card"] = r.card
     return out
 
 
+def job_path(kind: JobKind, job_id: str) -> str:
+    return f"{V1}/{kind.segment}/{job_id}"
+
+
 def job_view(job: JobRecord) -> dict:
     kind = KINDS[job.kind]
     total, done = job.progress_total or 0, job.progress_completed or 0
-    base = kind.path(job.id)
+    base = job_path(kind, job.id)
     out = {
         "id": job.id, "kind": job.kind, "status": job.status,
         "progress": {"completed": done, "total": total,
@@ -54,5 +59,5 @@ def job_view(job: JobRecord) -> dict:
     if job.status == "succeeded":
         out["links"].update({name: base + suffix for name, suffix in kind.results})
     if kind.model_column == "result_model_id" and job.result_model_id:
-        out["links"]["model"] = f"/v1/models/{job.result_model_id}"
+        out["links"]["model"] = f"{V1}/models/{job.result_model_id}"
     return out

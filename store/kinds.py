@@ -15,7 +15,7 @@ from dataclasses import dataclass
 class JobKind:
     name: str               # stored in jobs.kind
     id_prefix: str          # job ids look like aud_…
-    segment: str            # the resource: /v1/<segment>/<id>
+    segment: str            # the resource: /v1/<segment>/<id>, its tasks' noun
     task: str               # the Celery task that runs it
     queue: str              # the broker queue its messages wait in
     time_limit_setting: str  # the Settings field holding its time limit, in seconds
@@ -25,12 +25,9 @@ class JobKind:
     model_column: str = "model_id"
     # Sub-resources a succeeded job serves (link name -> path below the job's URL).
     results: tuple[tuple[str, str], ...] = ()
-    # View fields only this kind has.
+    # View fields and filters only this kind has.
     shows_schedule: bool = False
     shows_history: bool = False
-
-    def path(self, job_id: str) -> str:
-        return f"/v1/{self.segment}/{job_id}"
 
     def time_limit(self, settings) -> float:
         return getattr(settings, self.time_limit_setting)
@@ -53,6 +50,3 @@ TRAINING = JobKind(
 KINDS: dict[str, JobKind] = {k.name: k for k in (AUDIT, TRAINING)}
 QUEUES: tuple[str, ...] = tuple(k.queue for k in KINDS.values())
 
-
-def kind_of(name: str) -> JobKind:
-    return KINDS[name]

@@ -47,7 +47,10 @@ def make_celery(settings: Settings | None = None, include: tuple[str, ...] = ())
 
 def send(celery: Celery, db: Database, job: JobRecord) -> bool:
     """Publish the job's message; False (job left for the reconciler) if the broker is down."""
-    kind = KINDS[job.kind]
+    kind = KINDS.get(job.kind)
+    if kind is None:  # a kind this gateway does not know: leave the job for one that does
+        log.warning("cannot enqueue %s: no job kind %r here", job.id, job.kind)
+        return False
     try:
         celery.send_task(kind.task, args=[job.id], queue=kind.queue, retry=True,
                          retry_policy={"max_retries": 1, "interval_start": 0,

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
                                    dotenv_settings, file_secret_settings):
-        return init_settings, _EnvWithoutPaths(settings_cls)
+        return init_settings, _EnvWithoutPaths(settings_cls), dotenv_settings, file_secret_settings
 
     @property
     def sqlalchemy_url(self) -> str:

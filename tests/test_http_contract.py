@@ -183,11 +183,27 @@ def test_a_generated_client_imports_and_type_checks(openapi, tmp_path, monkeypat
     assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
 
 
-def test_an_unauthenticated_caller_hears_401_before_anything_about_its_body(app):
-    """FastAPI decodes JSON before it runs the auth dependency; the answer is still 401."""
+def test_a_caller_hears_about_its_key_before_anything_about_its_body(app):
+    """401 and 403 come before the body is looked at (FastAPI alone would decode it first);
+    then a body that is not JSON (empty, malformed, not UTF-8) is a 400 in the decoder's
+    words, and one that is JSON under another Content-Type is read as JSON."""
     with TestClient(app) as c:
-        for headers in ({}, {"Authorization": "Bearer nope"}):
-            r = c.post("/v1/audits", content=b"{not json", headers=headers)
-            assert r.status_code == 401 and "Authorization" in r.json()["detail"], r.text
-        r = c.post("/v1/audits", content=b"{not json", headers=AUTH)
-        assert r.status_code == 400 and r.json()["detail"].startswith("body: not valid JSON")
+        reader = c.post("/v1/keys", json={"tenant": "t", "scopes": ["read"]},
+                        headers=AUTH).json()["key"]
+        for body in (b"{not json", b"", b"\xff\xfe"):
+            for headers in ({}, {"Authorization": "Bearer nope"}):
+                r = c.post("/v1/audits", content=body, headers=headers)
+                assert r.status_code == 401 and "Authorization" in r.json()["detail"], r.text
+            r = c.post("/v1/audits", content=body,
+                       headers={"Authorization": f"Bearer {reader}"})
+            assert r.status_code == 403 and "'submit' scope" in r.json()["detail"], r.text
+            r = c.post("/v1/audits", content=body, headers=AUTH)
+            assert r.status_code == 400, r.text
+            assert r.json()["detail"].startswith("body: not valid JSON ("), r.text
+        r = c.post("/v1/audits", content=b'{"dataset": {"name": "digits"}, "attacks": '
+                   b'[{"name": "pgd", "steps": 0}]}', headers={**AUTH, "Content-Type": "text/json"})
+        assert r.status_code == 422, r.text
+        problem = r.json()
+        assert problem["detail"] == "attacks[0].steps: Input should be greater than 0"
+        assert problem["errors"] == [{"field": "attacks[0].steps",
+                                      "message": "Input should be greater than 0"}]

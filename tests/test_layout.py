@@ -61,3 +61,21 @@ def test_nothing_switches_on_a_job_kinds_name():
             for p in _sources(package)
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert hits == []
+
+
+def test_every_job_kind_has_its_task_queue_and_runner():
+    """One entry in store/kinds.py is all a kind needs: the worker's task (late-acknowledged,
+    with the kind's time limit and a backstop), the queue route and the runner follow."""
+    from store.kinds import KINDS
+    from workers.celery_app import app
+    from workers.running import runner
+    from workers.settings import WorkerSettings
+    from workers.tasks import GRACE
+
+    settings = WorkerSettings()
+    for kind in KINDS.values():
+        task = app.tasks[kind.task]
+        assert task.time_limit == kind.time_limit(settings) + GRACE
+        assert task.acks_late and task.reject_on_worker_lost
+        assert app.conf.task_routes[kind.task] == {"queue": kind.queue}
+        assert callable(runner(kind))

@@ -15,7 +15,7 @@ from store.kinds import QUEUES
 
 
 def add_commands(sub) -> None:
-    worker = sub.add_parser("worker", help="run a Celery worker for audits and trainings")
+    worker = sub.add_parser("worker", help="run a Celery worker for every job kind's queue")
     worker.add_argument("--queues", default=",".join(QUEUES))
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (processes)")
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])

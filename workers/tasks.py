@@ -19,9 +19,11 @@ GRACE = 600
 
 
 def _register(kind) -> None:
-    @app.task(name=kind.task, time_limit=kind.time_limit(get_worker_settings()) + GRACE)
     def run(job_id: str) -> None:
         log.info("%s %s: %s", kind.name, job_id, run_job(worker_context(), job_id))
+
+    run.__name__ = run.__qualname__ = f"run_{kind.name}"
+    app.task(name=kind.task, time_limit=kind.time_limit(get_worker_settings()) + GRACE)(run)
 
 
 for _kind in KINDS.values():

@@ -112,7 +112,7 @@ class GateOutcome(Open):
 class Report(Open):
     """An audit report (`robustness audit --out`, `GET /v1/audits/{id}/report`)."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[SCHEMA_VERSION] = SCHEMA_VERSION
     model: dict[str, Any]
     dataset: dict[str, Any]
     spec: dict[str, Any]

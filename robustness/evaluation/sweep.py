@@ -53,19 +53,6 @@ def check_against_data(spec: AuditSpec, x: torch.Tensor) -> None:
                                 f"L2 distance in [0,1]^{x[0].numel()} ({diameter:.4g})")
 
 
-def _run(attack, model, xb, yb, eps, *, generator, clean_logits):
-    """The attack on one batch, in chunks of its own `batch_size` when that is smaller."""
-    size = attack.batch_size or len(xb)
-    if size >= len(xb):
-        return attack.run(model, xb, yb, eps, generator=generator, clean_logits=clean_logits)
-    parts = [attack.run(model, xb[i:i + size], yb[i:i + size], eps, generator=generator,
-                        clean_logits=clean_logits[i:i + size])
-             for i in range(0, len(xb), size)]
-    if attack.minimum_norm:  # (x_min, found) per chunk
-        return tuple(torch.cat(columns) for columns in zip(*parts))
-    return torch.cat(parts)
-
-
 def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress | None = None,
               collect_adversarial: bool = False, model_info: dict | None = None) -> AuditResult:
     """Audit `model` (inputs in [0,1], logits out) on `data` (x, y, indices, description)."""
@@ -106,8 +93,8 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
             t0 = time.perf_counter()
             where = f"{label} batch {b + 1}/{len(batches)}"
             if attack.minimum_norm:
-                x_min, found = _run(attack, model, xb, yb, None, generator=generator,
-                                    clean_logits=clean_logits)
+                x_min, found = attack.run_batched(model, xb, yb, None, generator=generator,
+                                                  clean_logits=clean_logits)
                 with torch.no_grad():
                     found_rec = Records.from_logits(model(x_min), yb, x_min, xb, spec.top_k)
                 size = (found_rec.l2 if attack.norm == "l2" else found_rec.linf).clone()
@@ -125,8 +112,8 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
                     if eps == 0:
                         x_adv, rec = xb, clean
                     else:
-                        x_adv = _run(attack, model, xb, yb, eps, generator=generator,
-                                     clean_logits=clean_logits)
+                        x_adv = attack.run_batched(model, xb, yb, eps, generator=generator,
+                                                   clean_logits=clean_logits)
                         with torch.no_grad():
                             rec = Records.from_logits(model(x_adv), yb, x_adv, xb, spec.top_k)
                         carry = (prev.pred != yb) & (rec.pred == yb)

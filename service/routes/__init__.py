@@ -4,6 +4,8 @@ from fastapi import APIRouter
 
 from service.json_body import JSONBodyRoute
 
+V1 = "/v1"  # the API's version prefix: every route but /metrics is under it
+
 
 def resource(prefix: str, tag: str) -> APIRouter:
     """A resource's router: JSON bodies are read as JSON whatever their Content-Type."""

@@ -24,7 +24,7 @@ from store.confine import confine_dataset_path
 from store.db import JobRecord
 from store.kinds import AUDIT
 
-router = resource("/audits", "audits")
+router = resource(f"/{AUDIT.segment}", AUDIT.segment)
 
 
 @router.post("", status_code=202, summary="Submit an audit", **JOB)

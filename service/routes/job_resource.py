@@ -14,7 +14,7 @@ from service.auth import Reader, Submitter
 from service.gateway import Gateway, GatewayDep
 from service.problems import Problem
 from service.schemas import Job, JobPage, JobStatus
-from service.views import job_view
+from service.views import job_path, job_view
 from store import transitions
 from store.db import FINAL_STATES, JobRecord, ModelRecord
 from store.kinds import JobKind
@@ -35,7 +35,7 @@ def require_model(gw: Gateway, tenant: str, model_id: str | None, field: str) ->
 
 def _accepted(response: Response, kind: JobKind, job: JobRecord, replayed: bool) -> dict:
     response.status_code = 202
-    response.headers["Location"] = kind.path(job.id)
+    response.headers["Location"] = job_path(kind, job.id)
     response.headers["Retry-After"] = RETRY_AFTER
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -94,7 +94,8 @@ def add_job_routes(router: APIRouter, kind: JobKind) -> None:
     @router.get("", summary=f"List {nouns}", response_model=JobPage,
                 response_model_exclude_unset=True, name=f"list_{nouns}")
     def list_jobs(gw: GatewayDep, who: Reader, status: JobStatus | None = None,
-                  model_id: str | None = None, schedule_id: str | None = None,
+                  model_id: str | None = None,
+                  schedule_id: str | None = Query(None, include_in_schema=kind.shows_schedule),
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                   offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> dict:
         query = select(JobRecord).where(JobRecord.kind == noun, JobRecord.tenant == who.tenant)
@@ -102,7 +103,7 @@ def add_job_routes(router: APIRouter, kind: JobKind) -> None:
             query = query.where(JobRecord.status == status)
         if model_id is not None:
             query = query.where(getattr(JobRecord, kind.model_column) == model_id)
-        if schedule_id is not None:
+        if schedule_id is not None and kind.shows_schedule:
             query = query.where(JobRecord.schedule_id == schedule_id)
         with gw.db.session() as s:
             rows = s.execute(query.order_by(JobRecord.created_at.desc(), JobRecord.id)

@@ -14,7 +14,7 @@ from service.auth import Reader, Submitter
 from service.budget import audit_passes, check_batch_sizes, check_budget
 from service.gateway import GatewayDep
 from service.problems import Problem
-from service.routes import resource
+from service.routes import V1, resource
 from service.routes.job_resource import require_model
 from service.routes.listing import get_or_404, page
 from service.schedules import next_fire
@@ -22,6 +22,7 @@ from service.schemas import Schedule, SchedulePage
 from service.views import iso
 from store.confine import confine_dataset_path
 from store.db import ScheduleRecord, new_id, utcnow
+from store.kinds import AUDIT
 
 router = resource("/schedules", "schedules")
 
@@ -70,8 +71,8 @@ def view(r: ScheduleRecord) -> dict:
     return {"id": r.id, "cron": r.cron, "audit": r.audit, "callback_url": r.callback_url,
             "next_run_at": iso(r.next_run_at), "last_run_at": iso(r.last_run_at),
             "last_audit_id": r.last_audit_id, "created_at": iso(r.created_at),
-            "links": {"self": f"/v1/schedules/{r.id}",
-                      "audits": f"/v1/audits?schedule_id={r.id}"}}
+            "links": {"self": f"{V1}/schedules/{r.id}",
+                      "audits": f"{V1}/{AUDIT.segment}?schedule_id={r.id}"}}
 
 
 @router.post("", status_code=201, summary="Schedule a recurring audit",
@@ -92,7 +93,7 @@ def create_schedule(spec: ScheduleSpec, gw: GatewayDep, who: Submitter,
                             created_at=now)
     with gw.db.session.begin() as s:
         s.add(record)
-    response.headers["Location"] = f"/v1/schedules/{record.id}"
+    response.headers["Location"] = f"{V1}/schedules/{record.id}"
     return view(record)
 
 

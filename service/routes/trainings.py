@@ -15,7 +15,7 @@ from service.routes.job_resource import JOB, add_job_routes, require_model, subm
 from store.confine import confine_dataset_path
 from store.kinds import TRAINING
 
-router = resource("/trainings", "trainings")
+router = resource(f"/{TRAINING.segment}", TRAINING.segment)
 
 
 @router.post("", status_code=202, summary="Submit a training job", **JOB)
