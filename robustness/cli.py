@@ -5,7 +5,8 @@
 either; installed without them, the library's commands still work).
 
 Exit codes: 0 done (gate passed or absent), 1 the report's gate failed, 2 bad input (spec,
-model, data), with one line on stderr saying what to fix.
+model, data), with one line on stderr saying what to fix, 3 a validity check failed (the
+report's figures cannot be trusted as they are; this wins over 1).
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def summary_lines(report: dict) -> list[str]:
                      f"{(r['attack_success_rate'] or 0):>9.4f}"
                      f"{'-' if conf is None else format(conf, '.4f'):>10}"
                      f"{'-' if silent is None else format(silent, '.4f'):>11}")
+    for check in report.get("checks", []):
+        if check["status"] != "pass":
+            lines.append(f"check {check['status'].upper()} {check['id']}: {check['detail']}")
     if "gate" in report:
         lines.append("gate: " + ("passed" if report["gate"]["passed"] else
                                  f"FAILED {json.dumps(report['gate']['failed'])}"))
@@ -89,6 +93,7 @@ def summary_lines(report: dict) -> list[str]:
 
 def cmd_audit(args) -> int:
     from robustness.audit import audit_model_file
+    from robustness.evaluation.gate import worst_check
     from robustness.spec import parse_audit_spec
 
     spec = parse_audit_spec(_read_json(args.spec, "spec"))
@@ -112,6 +117,8 @@ def cmd_audit(args) -> int:
     if not args.quiet:
         print("\n".join(summary_lines(report)), file=sys.stderr)
         print(f"report written to {out}", file=sys.stderr)
+    if worst_check(report) == "fail":
+        return 3
     return 1 if "gate" in report and not report["gate"]["passed"] else 0
 
 

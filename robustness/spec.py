@@ -149,10 +149,12 @@ class PGDSpec(AttackBase):
     restarts: int = Field(default=1, gt=0, le=100)
     random_start: bool = True
     loss: Literal["ce", "margin"] = "ce"
+    targets: int = Field(default=0, ge=0, le=999, description="0: untargeted; k: towards "
+                         "the k classes the model ranks highest after the true one, in turn")
 
     @property
     def passes_per_example(self) -> int:
-        return self.steps * self.restarts
+        return self.steps * self.restarts * max(self.targets, 1)
 
     def step_size_at(self, eps: float) -> float:
         """Madry et al.'s rule when unset: 2.5·ε/steps reaches the boundary from any start."""
@@ -167,8 +169,35 @@ class PGDSpec(AttackBase):
 
         return pgd(model, x, y, threat_model(self.norm, eps), steps=self.steps,
                    step_size=self.step_size_at(eps), restarts=self.restarts,
-                   random_start=self.random_start, loss=self.loss, generator=generator,
-                   clean_logits=clean_logits)
+                   random_start=self.random_start, loss=self.loss, targets=self.targets,
+                   generator=generator, clean_logits=clean_logits)
+
+
+class APGDSpec(AttackBase):
+    """Auto-PGD (Croce & Hein): step-size-free PGD with momentum and step halving, on
+    cross-entropy or the scale-invariant DLR loss; targeted at the top `targets` other
+    classes in turn when `targets` > 0 (AutoAttack's APGD-T: loss dlr, targets 9)."""
+
+    name: Literal["apgd"]
+    norm: Literal["linf", "l2"] = "linf"
+    loss: Literal["ce", "dlr"] = "ce"
+    steps: int = Field(default=100, gt=0, le=10000)
+    restarts: int = Field(default=1, gt=0, le=100)
+    targets: int = Field(default=0, ge=0, le=999, description="0: untargeted; k: the k "
+                         "classes the model ranks highest after the true one, one at a time")
+    rho: float = Field(default=0.75, gt=0, lt=1, description="a step halves when the loss "
+                       "rose in fewer than this fraction of the steps since the last check")
+
+    @property
+    def passes_per_example(self) -> int:
+        return self.steps * self.restarts * max(self.targets, 1)
+
+    def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
+        from robustness.attacks import apgd, threat_model
+
+        return apgd(model, x, y, threat_model(self.norm, eps), steps=self.steps,
+                    loss=self.loss, restarts=self.restarts, targets=self.targets,
+                    rho=self.rho, generator=generator, clean_logits=clean_logits)
 
 
 class CWSpec(AttackBase):
@@ -220,7 +249,7 @@ class DeepFoolSpec(AttackBase):
                         candidates=self.candidates, clean_logits=clean_logits)
 
 
-ATTACK_SPECS = (FGSMSpec, PGDSpec, CWSpec, DeepFoolSpec)
+ATTACK_SPECS = (FGSMSpec, PGDSpec, APGDSpec, CWSpec, DeepFoolSpec)
 AttackSpec = Annotated[Union[ATTACK_SPECS], Field(discriminator="name")]  # noqa: UP007
 ATTACK_NAMES = tuple(cls.model_fields["name"].annotation.__args__[0] for cls in ATTACK_SPECS)
 _UNION_TAG = re.compile(rf"\.({'|'.join(ATTACK_NAMES)})(?=\.|$)")
@@ -230,13 +259,28 @@ class GateRule(Strict):
     """One pass/fail condition on the report, for pipelines that block a release on it."""
 
     metric: Literal["accuracy", "top5_accuracy", "attack_success_rate",
-                    "mean_confidence_on_errors", "silent_error_rate"]
-    attack: str = Field(description="attack label (or name) in this spec, or 'clean'")
+                    "mean_confidence_on_errors", "silent_error_rate", "checks"]
+    attack: str | None = Field(default=None, description="attack label (or name) in this "
+                               "spec, or 'clean'; not for metric 'checks'")
     epsilon: float | None = None
     tau: float | None = Field(default=None, gt=0, le=1,
                               description="confidence threshold, for silent_error_rate")
     op: Literal[">=", ">", "<=", "<", "=="]
-    value: float
+    value: float | Literal["pass", "warn", "fail"] = Field(description="a number; for metric "
+                                                           "'checks', the worst status "
+                                                           "allowed, compared in the order "
+                                                           "pass < warn < fail")
+
+    @model_validator(mode="after")
+    def _check(self) -> GateRule:
+        if (self.metric == "checks") != isinstance(self.value, str):
+            raise ValueError("value: metric 'checks' takes 'pass', 'warn' or 'fail' (the "
+                             "validity checks' worst status); every other metric a number")
+        if self.metric == "checks" and self.attack is not None:
+            raise ValueError("attack: metric 'checks' is over the whole report, not one attack")
+        if self.metric != "checks" and self.attack is None:
+            raise ValueError("attack: required (an attack label or name, or 'clean')")
+        return self
 
 
 class AuditSpec(Strict):
@@ -280,7 +324,7 @@ class AuditSpec(Strict):
         where = f"gate[{i}]"
         if rule.metric == "silent_error_rate" and rule.tau not in self.taus:
             raise ValueError(f"{where}.tau must be one of taus {self.taus}")
-        if rule.attack == "clean":
+        if rule.attack == "clean" or rule.metric == "checks":
             return
         matches = [a for a, lab in zip(self.attacks, labels) if rule.attack in (lab, a.name)]
         if len(matches) != 1:

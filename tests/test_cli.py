@@ -99,3 +99,27 @@ def test_summary_table_prints_rows_without_errors():
     lines = summary_lines({"clean": {"accuracy": 1.0}, "examples": {"index": [0]},
                            "results": [row]})
     assert lines[-1].split() == ["pgd", "linf", "0.3", "1.0000", "0.0000", "-", "0.0000"]
+
+
+def test_a_failed_validity_check_exits_3_even_when_the_gate_passes(digits_model, tmp_path,
+                                                                   capsys):
+    """A model that returns probabilities (a TorchScript archive of softmax(logits)): the
+    report's figures cannot be trusted, whatever its gate says."""
+    class Probabilities(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = digits_model.net
+
+        def forward(self, x):
+            return torch.softmax(self.net(x), 1)
+
+    path = tmp_path / "probs.pt"
+    torch.jit.trace(Probabilities().eval(), torch.rand(2, 1, 8, 8)).save(str(path))
+    spec = {**SPEC, "gate": [{"metric": "accuracy", "attack": "clean", "op": ">=",
+                              "value": 0.5}]}
+    code = main(["audit", "--spec", _write(tmp_path / "spec.json", spec), "--model", str(path),
+                 "--num-classes", "10", "--out", str(tmp_path / "r.json"), "--device", "cpu"])
+    assert code == 3
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["gate"]["passed"] is True
+    assert "check FAIL probabilities" in capsys.readouterr().err

@@ -60,6 +60,7 @@ def run_audit_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
 
     from robustness.audit import audit, metadata_for_data
     from robustness.evaluation.export import adversarial_tensors
+    from robustness.evaluation.gate import worst_check
     from robustness.models import ModelMetadata
     from robustness.spec import parse_audit_spec
 
@@ -79,6 +80,9 @@ def run_audit_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
     adversarial_sha = ctx.store.put_bytes(save(adversarial_tensors(result, report)))
     summary = {"clean_accuracy": report["clean"]["accuracy"],
                "gate": report.get("gate"),
+               "checks": {"status": worst_check(report),
+                          "not_passed": [c["id"] for c in report["checks"]
+                                         if c["status"] != "pass"]},
                "results": [{k: r.get(k) for k in ("attack", "label", "norm", "epsilon",
                                                   "accuracy")} for r in report["results"]]}
     return {"report_sha256": report_sha, "adversarial_sha256": adversarial_sha,

@@ -6,6 +6,7 @@ Bounded attacks (FGSM, PGD) take ε and return points inside the ε-ball. Minimu
 the evaluation decides per ε whether that counts.
 """
 
+from robustness.attacks.apgd import apgd
 from robustness.attacks.cw import carlini_wagner_l2
 from robustness.attacks.deepfool import deepfool
 from robustness.attacks.fgsm import fgsm
@@ -16,6 +17,7 @@ __all__ = [
     "L2Ball",
     "LinfBall",
     "ThreatModel",
+    "apgd",
     "carlini_wagner_l2",
     "deepfool",
     "fgsm",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from robustness.attacks.losses import LOSSES, margin
+from robustness.attacks.losses import LOSSES, TARGETED, margin, runner_ups
 from robustness.attacks.threat import ThreatModel
 
 # objective(logits, target) -> per-example loss to maximise; target is labels or, for TRADES,
@@ -57,27 +57,31 @@ def _keep_best(best_x, best_m, x_new, m_new, rows):
 
 def pgd(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, steps: int,
         step_size: float, restarts: int = 1, random_start: bool = True, loss: str = "ce",
-        generator: torch.Generator | None = None,
+        targets: int = 0, generator: torch.Generator | None = None,
         clean_logits: torch.Tensor | None = None) -> torch.Tensor:
-    """Return adversarial inputs within `threat` of x (and in [0, 1])."""
-    objective = LOSSES[loss]
+    """Return adversarial inputs within `threat` of x (and in [0, 1]). With `targets` = k > 0,
+    the targeted attack towards each of the k classes the model ranks highest after the true
+    one, in turn, on the rows still robust."""
     if clean_logits is None:
         with torch.no_grad():
             clean_logits = model(x)
     best_x = x.clone()
     best_m = margin(clean_logits, y).detach().clone()
-    for _ in range(restarts):
-        rows = torch.nonzero(best_m <= 0).squeeze(1)
-        if rows.numel() == 0:
-            break
-        xs, ys = x[rows], y[rows]
-        start = threat.random_init(xs, generator) if random_start else torch.zeros_like(xs)
+    for aim in runner_ups(clean_logits, y, targets) if targets else [None]:
+        objective = LOSSES[loss] if aim is None else TARGETED[loss]
+        for _ in range(restarts):
+            rows = torch.nonzero(best_m <= 0).squeeze(1)
+            if rows.numel() == 0:
+                return best_x
+            xs, ys = x[rows], y[rows]
+            start = threat.random_init(xs, generator) if random_start else torch.zeros_like(xs)
 
-        def observe(x_adv, logits, ys=ys, rows=rows):
-            _keep_best(best_x, best_m, x_adv, margin(logits, ys), rows)
+            def observe(x_adv, logits, ys=ys, rows=rows):
+                _keep_best(best_x, best_m, x_adv, margin(logits, ys), rows)
 
-        delta = ascend(model, xs, ys, threat, start, steps=steps, step_size=step_size,
-                       objective=objective, observe=observe)
-        with torch.no_grad():
-            _keep_best(best_x, best_m, xs + delta, margin(model(xs + delta), ys), rows)
+            delta = ascend(model, xs, ys if aim is None else aim[rows], threat, start,
+                           steps=steps, step_size=step_size, objective=objective,
+                           observe=observe)
+            with torch.no_grad():
+                _keep_best(best_x, best_m, xs + delta, margin(model(xs + delta), ys), rows)
     return best_x

@@ -95,6 +95,16 @@ def render_html(report: dict) -> str:
                     f"<td>{r['epsilon']:g}</td><td>{_pct(r['accuracy'])}</td>"
                     f"<td>{_pct(r.get('attack_success_rate'))}</td>"
                     f"<td>{_pct(r.get('mean_confidence_on_errors'))}</td>{silent}</tr>")
+    bad = [c for c in report.get("checks", []) if c.get("status") != "pass"]
+    checks_html = ""
+    if bad:
+        items = "".join(f"<li><b>{escape(str(c.get('status')).upper())}</b> "
+                        f"{escape(str(c.get('id')))}: {escape(str(c.get('detail')))}</li>"
+                        for c in bad)
+        checks_html = (f"<h2>Validity checks: do not trust these figures as they are</h2>"
+                       f"<ul>{items}</ul>")
+    elif report.get("checks"):
+        checks_html = f"<p>Validity checks: all {len(report['checks'])} passed.</p>"
     gate = report.get("gate")
     gate_html = ""
     if gate is not None:
@@ -121,6 +131,7 @@ def render_html(report: dict) -> str:
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:.25em .6em;
 text-align:right}}th{{background:#f4f4f4}}td:first-child{{text-align:left}}</style></head>
 <body><h1>{escape(title)}</h1>
+{checks_html}
 <p>Architecture {escape(str(model.get('architecture')))}, format {escape(str(model.get('format')))},
 sha256 <code>{escape(str(model.get('sha256')))}</code>. Data: {escape(str(data.get('name')))}
 {escape(str(data.get('split')))}, {len(report['examples']['index'])} examples.

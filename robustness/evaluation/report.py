@@ -15,7 +15,6 @@ from importlib import metadata
 import torch
 
 from robustness import __version__
-from robustness.evaluation.gate import evaluate_gate
 from robustness.evaluation.metrics import aggregate, columns
 from robustness.evaluation.report_schema import SCHEMA_VERSION
 
@@ -113,8 +112,6 @@ def build_report(spec, data, records, *, device, model_info: dict, seconds: floa
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
-    if spec.gate:
-        report["gate"] = evaluate_gate(spec.gate, report)
     return report
 
 

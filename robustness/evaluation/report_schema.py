@@ -104,6 +104,15 @@ class Provenance(Open):
     finished_at: str
 
 
+class Check(Open):
+    """One validity check (docs/report.md): whether the report's own figures can be trusted."""
+
+    id: str
+    status: Literal["pass", "warn", "fail"]
+    detail: str
+    figures: dict[str, Any] = Field(default_factory=dict)
+
+
 class GateOutcome(Open):
     passed: bool
     failed: list[dict[str, Any]]
@@ -122,4 +131,6 @@ class Report(Open):
     minimal_perturbation: list[MinimalPerturbation]
     examples: Examples
     provenance: Provenance
+    checks: list[Check] = Field(default_factory=list, description="validity checks; a "
+                                "report from before they existed has none")
     gate: GateOutcome | None = None

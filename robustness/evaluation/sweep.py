@@ -18,6 +18,8 @@ import torch
 
 from robustness.devices import pick_device
 from robustness.errors import SpecError
+from robustness.evaluation.checks import run_checks
+from robustness.evaluation.gate import evaluate_gate
 from robustness.evaluation.metrics import Records
 from robustness.evaluation.report import build_report
 from robustness.spec import AuditSpec
@@ -53,6 +55,18 @@ def check_against_data(spec: AuditSpec, x: torch.Tensor) -> None:
                                 f"L2 distance in [0,1]^{x[0].numel()} ({diameter:.4g})")
 
 
+@torch.no_grad()
+def _survive_rounding(model, x_adv, rec, clean, y, counts: tuple[int, int]) -> tuple[int, int]:
+    """Add this batch's adversarials (clean-correct, now wrong) and how many of them stay
+    wrong once rounded to 8-bit pixels (the eight_bit check)."""
+    broken = (rec.pred != y) & (clean.pred == y)
+    if not broken.any():
+        return counts
+    rounded = torch.round(x_adv[broken] * 255) / 255
+    kept = int((model(rounded).argmax(1) != y[broken]).sum())
+    return counts[0] + kept, counts[1] + int(broken.sum())
+
+
 def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress | None = None,
               collect_adversarial: bool = False, model_info: dict | None = None) -> AuditResult:
     """Audit `model` (inputs in [0,1], logits out) on `data` (x, y, indices, description)."""
@@ -70,6 +84,8 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
     adv_inputs: dict[tuple[str, float], list[torch.Tensor]] = defaultdict(list)
     norm_parts: dict[str, list[torch.Tensor]] = defaultdict(list)
     seconds: dict[str, float] = defaultdict(float)
+    # per bounded attack, at its largest ε: (adversarials still adversarial at 8 bits, all)
+    rounding: dict[str, tuple[int, int]] = {}
 
     def tick(phase: str):
         nonlocal done
@@ -122,6 +138,8 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
                     keep(label, eps, rec, x_adv)
                     prev_x, prev = x_adv, rec
                     tick(f"{where} ε={eps:g}")
+                rounding[label] = _survive_rounding(model, prev_x, prev, clean, yb,
+                                                    rounding.get(label, (0, 0)))
             seconds[label] += time.perf_counter() - t0
 
     records = SweepRecords(
@@ -131,5 +149,12 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
         seconds=dict(seconds))
     report = build_report(spec, data, records, device=device, model_info=model_info or {},
                           seconds=time.perf_counter() - started)
+    t0 = time.perf_counter()
+    report["checks"] = run_checks(model, data, spec, report["results"],
+                                  report["examples"]["broken_at"], rounding, device=device)
+    report["provenance"]["checks_seconds"] = time.perf_counter() - t0
+    report["provenance"]["seconds"] = time.perf_counter() - started
+    if spec.gate:  # after the checks, which a gate rule may name
+        report["gate"] = evaluate_gate(spec.gate, report)
     adversarial = {k: torch.cat(v) for k, v in adv_inputs.items()}
     return AuditResult(report=report, adversarial=adversarial)

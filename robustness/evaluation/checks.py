@@ -1,0 +1,230 @@
+"""Validity checks: cheap probes, run with every audit, that say when the audit's own figures
+should not be trusted (Carlini et al. 2019, "On Evaluating Adversarial Robustness"; Athalye,
+Carlini & Wagner 2018 on gradient masking).
+
+Each check returns `{id, status: pass|warn|fail, detail, figures}`, or nothing when it does
+not apply. Probes run on a sample of at most `SAMPLE` examples (the first of the audit's),
+so all of them together cost a few percent of an audit. docs/report.md says, per check, what
+it detects, its threshold and why.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from robustness.attacks import pgd, threat_model
+
+SAMPLE = 100
+PROBE_STEPS = 20
+
+
+def _check(id_: str, status: str, detail: str, **figures) -> dict:
+    return {"id": id_, "status": status, "detail": detail, "figures": figures}
+
+
+def probabilities(out: torch.Tensor) -> dict:
+    """Outputs that are already probabilities (or log-probabilities) make the report's
+    confidences wrong and the cross-entropy gradient weak: the model must return logits."""
+    rows = out.float()
+    as_probs = bool((rows >= -1e-6).all() and torch.allclose(rows.sum(1), torch.ones(len(rows)),
+                                                             atol=1e-3))
+    as_logprobs = bool((rows <= 1e-6).all() and torch.allclose(
+        torch.logsumexp(rows, 1), torch.zeros(len(rows)), atol=1e-3))
+    if as_probs or as_logprobs:
+        kind = "probabilities" if as_probs else "log-probabilities"
+        return _check("probabilities", "fail", f"the model returns {kind}, not logits: the "
+                      f"report's confidences are a softmax of {kind}, and cross-entropy "
+                      f"attacks see a flattened loss; return the logits", kind=kind)
+    return _check("probabilities", "pass", "the model returns logits")
+
+
+def randomness(first: torch.Tensor, second: torch.Tensor) -> dict:
+    """A model that is random at inference defeats single-sample gradients: attack it with
+    EOT (averaged gradients), and read its figures as one draw among many."""
+    spread = float((first - second).abs().max())
+    flips = float((first.argmax(1) != second.argmax(1)).float().mean())
+    if spread > 1e-4 * max(1.0, float(first.abs().max())):
+        return _check("randomness", "fail", f"two forward passes on the same inputs differ "
+                      f"(largest logit difference {spread:.3g}, {flips:.1%} of predictions "
+                      f"change): the model is random at inference (dropout left on, noise "
+                      f"layers); gradients of one draw are not the model's", max_difference=spread,
+                      prediction_flips=flips)
+    return _check("randomness", "pass", "two forward passes agree", max_difference=spread)
+
+
+def batch_dependence(model, x: torch.Tensor, together: torch.Tensor) -> dict:
+    """Batch norm in train mode makes one example's prediction depend on its companions:
+    an attack then moves the batch statistics, not the example."""
+    half = len(x) // 2
+    if half == 0:
+        return None
+    try:
+        with torch.no_grad():
+            alone = torch.cat([model(x[i:i + 1]) for i in range(min(half, 16))])
+    except RuntimeError as exc:  # e.g. batch norm in train mode refuses a batch of one
+        return _check("batch_dependence", "fail", f"the model cannot classify one example "
+                      f"alone ({exc}): batch norm in train mode? call model.eval() before "
+                      f"exporting")
+    spread = float((alone - together[:len(alone)]).abs().max())
+    if spread > 1e-3 * max(1.0, float(together.abs().max())):
+        return _check("batch_dependence", "fail", f"an example's logits change with the other "
+                      f"examples in its batch (largest difference {spread:.3g}): batch norm in "
+                      f"train mode? call model.eval() before exporting", max_difference=spread)
+    return _check("batch_dependence", "pass", "predictions do not depend on the batch",
+                  max_difference=spread)
+
+
+def vanishing_gradients(model, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Zero, NaN or underflowing input gradients (a saturated softmax, non-differentiable
+    preprocessing such as quantization) leave gradient attacks blind: their figures are an
+    upper bound that may be far from the truth."""
+    x = x.detach().clone().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    norms = grad.flatten(1).norm(dim=1)
+    dead = (~torch.isfinite(norms)) | (norms < 1e-10)
+    fraction = float(dead.float().mean())
+    figures = {"fraction": fraction, "median_gradient_norm": float(norms.nan_to_num(0).median())}
+    if fraction >= 0.5:
+        return _check("vanishing_gradients", "fail", f"{fraction:.0%} of the sampled examples "
+                      f"have a zero, NaN or underflowing input gradient: gradient attacks "
+                      f"cannot see this model (shattered or saturated gradients); its robust "
+                      f"accuracy is at best an upper bound", **figures)
+    if fraction >= 0.1:
+        return _check("vanishing_gradients", "warn", f"{fraction:.0%} of the sampled examples "
+                      f"have a zero, NaN or underflowing input gradient", **figures)
+    return _check("vanishing_gradients", "pass", "input gradients are alive", **figures)
+
+
+def _probe(model, x, y, norm: str, eps: float, loss: str, generator) -> float:
+    adv = pgd(model, x, y, threat_model(norm, eps), steps=PROBE_STEPS,
+              step_size=2.5 * eps / PROBE_STEPS, loss=loss, generator=generator)
+    with torch.no_grad():
+        return float((model(adv).argmax(1) == y).float().mean())
+
+
+def loss_disagreement(model, x, y, norm: str, eps: float, generator) -> dict:
+    """Cross-entropy saturates when logits are scaled up (defensive distillation); the margin
+    loss does not. A margin attack far stronger than a cross-entropy one at the same budget
+    says the cross-entropy figures are masked."""
+    ce = _probe(model, x, y, norm, eps, "ce", generator)
+    mg = _probe(model, x, y, norm, eps, "margin", generator)
+    figures = {"epsilon": eps, "norm": norm, "ce_accuracy": ce, "margin_accuracy": mg}
+    if ce - mg > 0.1:
+        return _check("loss_disagreement", "fail", f"at ε={eps:g} ({norm}), PGD on the margin "
+                      f"loss leaves {mg:.1%} robust where PGD on cross-entropy leaves {ce:.1%}: "
+                      f"the cross-entropy gradient is masked (scaled logits, saturated softmax); "
+                      f"trust only margin/DLR attacks", **figures)
+    return _check("loss_disagreement", "pass", f"cross-entropy and margin PGD agree at "
+                  f"ε={eps:g}", **figures)
+
+
+def unbounded_epsilon(model, x, y, norm: str, num_classes: int, generator) -> dict:
+    """With a budget that reaches every image, any model can be fooled: accuracy must fall to
+    about chance. If it does not, the attack is not working against this model."""
+    eps = 1.0 if norm == "linf" else math.sqrt(x[0].numel())
+    acc = _probe(model, x, y, norm, eps, "margin", generator)
+    chance = 1.0 / max(num_classes, 2)
+    figures = {"epsilon": eps, "norm": norm, "accuracy": acc, "chance": chance}
+    if acc > max(2 * chance, 0.1):
+        return _check("unbounded_epsilon", "fail", f"at ε={eps:g} ({norm}), where any image is "
+                      f"reachable, accuracy is still {acc:.1%} (chance is {chance:.1%}): the "
+                      f"gradient attacks cannot move this model", **figures)
+    return _check("unbounded_epsilon", "pass", f"accuracy falls to {acc:.1%} at ε={eps:g}",
+                  **figures)
+
+
+def noise_baseline(model, x, y, norm: str, eps: float, attack_accuracy: float, label: str,
+                   generator) -> dict:
+    """Random noise of the same size must not be stronger than the attack: if it is, the
+    attack is broken or the gradients mislead it."""
+    delta = threat_model(norm, eps).random_init(x, generator)
+    with torch.no_grad():
+        acc = float((model((x + delta).clamp(0, 1)).argmax(1) == y).float().mean())
+    figures = {"epsilon": eps, "norm": norm, "attack": label, "noise_accuracy": acc,
+               "attack_accuracy": attack_accuracy}
+    if acc < attack_accuracy - 0.05:
+        return _check("noise_baseline", "fail", f"random noise at ε={eps:g} leaves {acc:.1%} "
+                      f"robust, fewer than {label} ({attack_accuracy:.1%}): the attack is "
+                      f"weaker than chance, so its figure means nothing", **figures)
+    return _check("noise_baseline", "pass", f"{label} beats random noise at ε={eps:g}",
+                  **figures)
+
+
+def single_step_beats_iterative(broken: dict[str, list], y_len: int, pairs) -> list[dict]:
+    """Per example, an iterative attack must break whatever a single step of the same norm
+    breaks (it starts where FGSM ends, in effect). FGSM succeeding where PGD fails is the
+    signature of a gradient that points the wrong way locally."""
+    out = []
+    for fgsm_label, iterative_label, norm in pairs:
+        only_fgsm = sum(1 for a, b in zip(broken[fgsm_label], broken[iterative_label])
+                        if a is not None and (b is None or b > a))
+        fraction = only_fgsm / max(y_len, 1)
+        figures = {"single_step": fgsm_label, "iterative": iterative_label, "norm": norm,
+                   "fraction": fraction}
+        status = "warn" if fraction > 0.01 else "pass"
+        detail = (f"{fraction:.1%} of examples are broken by {fgsm_label} at a smaller ε than "
+                  f"by {iterative_label}" if status == "warn" else
+                  f"{iterative_label} breaks every example {fgsm_label} breaks, as early")
+        out.append(_check("iterative_beats_single_step", status, detail, **figures))
+    return out
+
+
+def eight_bit(kept: int, broken: int) -> dict:
+    """Adversarials that stop fooling the model once rounded to 8-bit pixels exist only in
+    floating point: a deployed pipeline that quantizes its inputs would not see them."""
+    if broken == 0:
+        return None
+    fraction = kept / broken
+    figures = {"adversarials": broken, "still_adversarial": kept, "fraction": fraction}
+    if fraction < 0.9:
+        return _check("eight_bit", "warn", f"only {fraction:.1%} of the adversarial examples "
+                      f"stay adversarial after rounding to 1/255: the robust accuracy "
+                      f"depends on sub-pixel perturbations", **figures)
+    return _check("eight_bit", "pass", f"{fraction:.1%} of the adversarial examples survive "
+                  f"rounding to 1/255", **figures)
+
+
+def audit_passes(spec, n: int) -> int:
+    """Example forward+backward passes the audit itself spent (the checks' budget is 10%)."""
+    return n * (1 + sum(a.passes_per_example * a.runs(spec.grid(a)) for a in spec.attacks))
+
+
+def run_checks(model, data, spec, results: list[dict], broken_at: dict, rounding: dict, *,
+               device) -> list[dict]:
+    """Every applicable check, in the order docs/report.md lists them. The two probes that
+    attack (loss_disagreement, unbounded_epsilon: 3 × PROBE_STEPS passes per sampled example
+    and norm) run only where they cost at most a tenth of the audit."""
+    generator = torch.Generator().manual_seed(spec.seed + 1)
+    m = min(SAMPLE, len(data.x))
+    x, y = data.x[:m].to(device), data.y[:m].to(device)
+    with torch.no_grad():
+        first, second = model(x), model(x)
+    checks = [probabilities(first.cpu()), randomness(first.cpu(), second.cpu()),
+              batch_dependence(model, x, first), vanishing_gradients(model, x, y)]
+    bounded = [(a, lab) for a, lab in zip(spec.attacks, spec.attack_labels())
+               if not a.minimum_norm]
+    norms = sorted({a.norm for a, _ in bounded})
+    probing = 3 * PROBE_STEPS * m * len(norms) <= 0.1 * audit_passes(spec, len(data.x))
+    for norm in norms:
+        largest = max(e for a, _ in bounded if a.norm == norm for e in spec.grid(a))
+        if probing and largest > 0:
+            checks.append(loss_disagreement(model, x, y, norm, largest, generator))
+        if probing:
+            checks.append(unbounded_epsilon(model, x, y, norm, first.shape[1], generator))
+        strongest = min((r for r in results if r["norm"] == norm and r["epsilon"] == largest
+                         and any(lab == r["label"] for _, lab in bounded)),
+                        key=lambda r: r["accuracy"], default=None)
+        if strongest is not None and largest > 0:
+            checks.append(noise_baseline(model, x, y, norm, largest, strongest["accuracy"],
+                                         strongest["label"], generator))
+    pairs = [(lab_f, lab_i, a_f.norm) for a_f, lab_f in bounded if a_f.name == "fgsm"
+             for a_i, lab_i in bounded if a_i.name != "fgsm" and a_i.norm == a_f.norm
+             and spec.grid(a_i) == spec.grid(a_f)]
+    checks += single_step_beats_iterative(broken_at, len(data.y), pairs)
+    checks.append(eight_bit(sum(k for k, _ in rounding.values()),
+                            sum(b for _, b in rounding.values())))
+    return [c for c in checks if c is not None]
