@@ -200,6 +200,28 @@ class APGDSpec(AttackBase):
                     rho=self.rho, generator=generator, clean_logits=clean_logits)
 
 
+class SquareSpec(AttackBase):
+    """Square Attack (Andriushchenko et al.): score-based black-box random search; it needs
+    no gradient, so gradient masking cannot hide a model from it. L∞ only for now."""
+
+    name: Literal["square"]
+    norm: Literal["linf"] = "linf"
+    queries: int = Field(default=5000, gt=0, le=100000, description="forward passes per "
+                         "example at most (AutoAttack's standard: 5000)")
+    p_init: float = Field(default=0.8, gt=0, le=1, description="the first window's share "
+                          "of the image; it halves on a schedule scaled to `queries`")
+
+    @property
+    def passes_per_example(self) -> int:
+        return self.queries  # forward passes only: an upper bound in forward+backward units
+
+    def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
+        from robustness.attacks import square_linf
+
+        return square_linf(model, x, y, eps, queries=self.queries, p_init=self.p_init,
+                           generator=generator, clean_logits=clean_logits)
+
+
 class CWSpec(AttackBase):
     """Carlini-Wagner L2: smallest perturbation found; broken at ε when its L2 norm ≤ ε."""
 
@@ -249,7 +271,7 @@ class DeepFoolSpec(AttackBase):
                         candidates=self.candidates, clean_logits=clean_logits)
 
 
-ATTACK_SPECS = (FGSMSpec, PGDSpec, APGDSpec, CWSpec, DeepFoolSpec)
+ATTACK_SPECS = (FGSMSpec, PGDSpec, APGDSpec, SquareSpec, CWSpec, DeepFoolSpec)
 AttackSpec = Annotated[Union[ATTACK_SPECS], Field(discriminator="name")]  # noqa: UP007
 ATTACK_NAMES = tuple(cls.model_fields["name"].annotation.__args__[0] for cls in ATTACK_SPECS)
 _UNION_TAG = re.compile(rf"\.({'|'.join(ATTACK_NAMES)})(?=\.|$)")

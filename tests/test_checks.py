@@ -15,7 +15,7 @@ QUICK = {"dataset": {"name": "digits", "n": 200}, "epsilons": [0.0, 0.05, 0.1],
          "attacks": [{"name": "fgsm"}, {"name": "pgd", "steps": 20}]}
 # Heavy enough (APGD-T, 9 targets) that the probes fit in a tenth of it.
 HEAVY = {"dataset": {"name": "digits", "n": 200}, "epsilons": [0.1],
-         "attacks": [{"name": "apgd", "loss": "dlr", "targets": 9, "steps": 40}]}
+         "attacks": [{"name": "apgd", "loss": "dlr", "targets": 9, "steps": 100}]}
 
 
 class Wrapped(torch.nn.Module):
@@ -69,7 +69,7 @@ def test_an_honest_model_passes_every_check(digits_model, digits, body):
     if body is QUICK:
         assert "iterative_beats_single_step" in ids and "unbounded_epsilon" not in ids
     else:  # the probes ran, and cost at most a tenth of the audit's passes
-        assert {"loss_disagreement", "unbounded_epsilon"} <= ids
+        assert {"loss_disagreement", "unbounded_epsilon", "black_box"} <= ids
     assert worst_check(report) == "pass"
 
 
@@ -86,6 +86,23 @@ def test_the_probes_catch_scaled_logits_and_a_gradient_that_never_moves(digits_m
     assert scaled.get("loss_disagreement") == "fail", scaled
     quantized = _flags(_audit(plants["quantized input"], digits, HEAVY))
     assert quantized.get("unbounded_epsilon") == "fail", quantized
+    assert quantized.get("black_box") == "fail", quantized
+
+
+def test_black_box_reads_the_audits_own_square_when_it_ran_one(digits_model, digits):
+    """With Square in the audit, no probe runs: its own results are compared (quantized
+    inputs: APGD is blind, Square is not; the honest model: they agree)."""
+    body = {"dataset": {"name": "digits", "n": 200}, "epsilons": [0.0, 0.1],
+            "attacks": [{"name": "apgd", "loss": "dlr", "steps": 20},
+                        {"name": "square", "queries": 300}]}
+    honest = {c["id"]: c for c in _audit(digits_model, digits, body)["checks"]}
+    assert honest["black_box"]["status"] == "pass"
+    assert "the audit's Square" in honest["black_box"]["detail"]
+    quantized = _audit(planted(digits_model)["quantized input"], digits, body)
+    check = next(c for c in quantized["checks"] if c["id"] == "black_box")
+    assert check["status"] == "fail" and check["figures"]["broken_by_square"] >= 10
+    accuracy = {r["label"]: r["accuracy"] for r in quantized["results"] if r["epsilon"] == 0.1}
+    assert accuracy["square"] < accuracy["apgd"] - 0.1
 
 
 def test_a_gate_can_require_the_checks_and_the_cli_exit_code_says_so(digits_model, digits):

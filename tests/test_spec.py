@@ -13,7 +13,7 @@ def _with(**changes):
 
 
 @pytest.mark.parametrize("spec,message", [
-    (_with(attacks=[{"name": "jsma"}]), r"attacks\[0\]: .*'jsma'.*'fgsm', 'pgd', 'apgd', 'cw', 'deepfool'"),
+    (_with(attacks=[{"name": "jsma"}]), r"attacks\[0\]: .*'jsma'.*'fgsm', 'pgd', 'apgd', 'square', 'cw', 'deepfool'"),
     (_with(epsilons=[0.1, -0.1]), r"epsilons\[1\]: .*greater than or equal to 0"),
     (_with(epsilons=[1.5]), r"epsilons .*L∞ ε=1.5 exceeds the input range"),
     (_with(attacks=[{"name": "pgd", "epsilons": [2.0]}]), r"attacks\[0\]: epsilons: L∞ ε=2.0 exceeds"),

@@ -11,6 +11,7 @@ from robustness.attacks.cw import carlini_wagner_l2
 from robustness.attacks.deepfool import deepfool
 from robustness.attacks.fgsm import fgsm
 from robustness.attacks.pgd import pgd
+from robustness.attacks.square import square_linf
 from robustness.attacks.threat import L2Ball, LinfBall, ThreatModel, threat_model
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "deepfool",
     "fgsm",
     "pgd",
+    "square_linf",
     "threat_model",
 ]

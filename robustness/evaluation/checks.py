@@ -15,10 +15,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from robustness.attacks import pgd, threat_model
+from robustness.attacks import pgd, square_linf, threat_model
 
 SAMPLE = 100
 PROBE_STEPS = 20
+PROBE_QUERIES = 300
 
 
 def _check(id_: str, status: str, detail: str, **figures) -> dict:
@@ -154,6 +155,37 @@ def noise_baseline(model, x, y, norm: str, eps: float, attack_accuracy: float, l
                   **figures)
 
 
+def black_box(model, x, y, eps: float, robust: torch.Tensor, square_broken, generator) -> dict:
+    """Square, which never takes a gradient, breaking points that every gradient attack left
+    robust means the gradients are masked: the gradient attacks' figures overstate
+    robustness (what AutoAttack's own check flags). `square_broken`, when the audit ran
+    Square itself, says per sampled example whether it broke it; else a short Square
+    (PROBE_QUERIES) runs on the robust ones."""
+    left = int(robust.sum())
+    if left == 0:
+        return None
+    if square_broken is None:
+        rows = torch.nonzero(robust).squeeze(1)
+        adv = square_linf(model, x[rows], y[rows], eps, queries=PROBE_QUERIES,
+                          generator=generator)
+        with torch.no_grad():
+            found = int((model(adv).argmax(1) != y[rows]).sum())
+        how = f"Square ({PROBE_QUERIES} queries)"
+    else:
+        found = int((square_broken & robust).sum())
+        how = "the audit's Square"
+    fraction = found / left
+    figures = {"epsilon": eps, "gradient_robust": left, "broken_by_square": found,
+               "fraction": fraction}
+    if fraction > 0.05 and found >= 2:
+        return _check("black_box", "fail", f"at ε={eps:g}, {how} breaks {found} of the {left} "
+                      f"sampled examples every gradient attack left robust ({fraction:.0%}): "
+                      f"the gradients are masked and the gradient attacks' figures overstate "
+                      f"robustness", **figures)
+    return _check("black_box", "pass", f"{how} breaks {found} of the {left} sampled examples "
+                  f"the gradient attacks left robust at ε={eps:g}", **figures)
+
+
 def single_step_beats_iterative(broken: dict[str, list], y_len: int, pairs) -> list[dict]:
     """Per example, an iterative attack must break whatever a single step of the same norm
     breaks (it starts where FGSM ends, in effect). FGSM succeeding where PGD fails is the
@@ -188,6 +220,27 @@ def eight_bit(kept: int, broken: int) -> dict:
                   f"rounding to 1/255", **figures)
 
 
+def _black_box_of_audit(model, x, y, spec, bounded, broken_at, m, probing, generator):
+    """black_box at the largest L∞ ε, from the audit's Square if it ran one."""
+    largest = max(e for a, _ in bounded if a.norm == "linf" for e in spec.grid(a))
+    if largest <= 0:
+        return None
+
+    def broken(label):
+        return torch.tensor([b is not None and b <= largest for b in broken_at[label][:m]],
+                            device=x.device)
+
+    squares = [lab for a, lab in bounded if a.name == "square" and largest in spec.grid(a)]
+    gradient = [lab for a, lab in bounded if a.norm == "linf" and a.name != "square"]
+    if not gradient or (not squares and not probing):
+        return None
+    robust = ~torch.stack([broken(lab) for lab in gradient]).any(0)
+    robust &= torch.tensor([b is None or b > 0 for b in broken_at[gradient[0]][:m]],
+                           device=x.device)  # clean-correct only
+    square_broken = torch.stack([broken(lab) for lab in squares]).any(0) if squares else None
+    return black_box(model, x, y, largest, robust, square_broken, generator)
+
+
 def audit_passes(spec, n: int) -> int:
     """Example forward+backward passes the audit itself spent (the checks' budget is 10%)."""
     return n * (1 + sum(a.passes_per_example * a.runs(spec.grid(a)) for a in spec.attacks))
@@ -195,9 +248,10 @@ def audit_passes(spec, n: int) -> int:
 
 def run_checks(model, data, spec, results: list[dict], broken_at: dict, rounding: dict, *,
                device) -> list[dict]:
-    """Every applicable check, in the order docs/report.md lists them. The two probes that
+    """Every applicable check, in the order docs/report.md lists them. The probes that
     attack (loss_disagreement, unbounded_epsilon: 3 × PROBE_STEPS passes per sampled example
-    and norm) run only where they cost at most a tenth of the audit."""
+    and norm; black_box without the audit's own Square: PROBE_QUERIES forward passes, a third
+    of a pass each) run only where together they cost at most a tenth of the audit."""
     generator = torch.Generator().manual_seed(spec.seed + 1)
     m = min(SAMPLE, len(data.x))
     x, y = data.x[:m].to(device), data.y[:m].to(device)
@@ -208,7 +262,8 @@ def run_checks(model, data, spec, results: list[dict], broken_at: dict, rounding
     bounded = [(a, lab) for a, lab in zip(spec.attacks, spec.attack_labels())
                if not a.minimum_norm]
     norms = sorted({a.norm for a, _ in bounded})
-    probing = 3 * PROBE_STEPS * m * len(norms) <= 0.1 * audit_passes(spec, len(data.x))
+    per_example = 3 * PROBE_STEPS * len(norms) + (PROBE_QUERIES / 3 if "linf" in norms else 0)
+    probing = per_example * m <= 0.1 * audit_passes(spec, len(data.x))
     for norm in norms:
         largest = max(e for a, _ in bounded if a.norm == norm for e in spec.grid(a))
         if probing and largest > 0:
@@ -221,6 +276,9 @@ def run_checks(model, data, spec, results: list[dict], broken_at: dict, rounding
         if strongest is not None and largest > 0:
             checks.append(noise_baseline(model, x, y, norm, largest, strongest["accuracy"],
                                          strongest["label"], generator))
+    if "linf" in norms:
+        checks.append(_black_box_of_audit(model, x, y, spec, bounded, broken_at, m,
+                                          probing, generator))
     pairs = [(lab_f, lab_i, a_f.norm) for a_f, lab_f in bounded if a_f.name == "fgsm"
              for a_i, lab_i in bounded if a_i.name != "fgsm" and a_i.norm == a_f.norm
              and spec.grid(a_i) == spec.grid(a_f)]
