@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import random
 import warnings
 import zipfile
 
@@ -367,14 +368,26 @@ def test_static_batch_export_says_how_to_fix(tmp_path):
         load_model(path, device=CPU)
 
 
+UNKNOWN = "not a safetensors, TorchScript, torch.export or weights-only checkpoint"
+
+
 @pytest.mark.parametrize("content", [
-    b"", b"hello world, not a model", b"PK\x03\x04garbage", os.urandom(4096),
-    b"\x89PNG\r\n\x1a\n" + bytes(100)])
+    b"", b"hello world, not a model", b"PK\x03\x04garbage",
+    random.Random(0).randbytes(4096), b"\x89PNG\r\n\x1a\n" + bytes(100)])
 def test_garbage_is_refused(tmp_path, content):
     path = tmp_path / "model.pt"
     path.write_bytes(content)
-    with pytest.raises(ModelLoadError, match="not a safetensors, TorchScript, torch.export or "
-                                             "weights-only checkpoint|corrupt zip"):
+    with pytest.raises(ModelLoadError, match=f"{UNKNOWN}|corrupt zip"):
+        load_model(path, MADRY8, device=CPU)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_garbage_that_starts_like_a_pickle_is_refused_unread(tmp_path, seed):
+    """1 in 256 random files starts with a pickle's first byte (torch.save's legacy format):
+    the weights-only unpickler refuses it, whichever opcode or structure it trips on."""
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"\x80" + random.Random(seed).randbytes(4095))
+    with pytest.raises(ModelLoadError, match=f"refused to unpickle the checkpoint|{UNKNOWN}"):
         load_model(path, MADRY8, device=CPU)
 
 

@@ -47,7 +47,9 @@ def safe_torch_load(source: Any, what: str, advice: str = _WEIGHTS_ADVICE) -> An
             raise ModelLoadError(
                 f"refused to unpickle {what}: it holds Python objects other than tensors "
                 f"({_unpickling_reason(exc)}){advice}") from None
-        raise ModelLoadError(f"cannot read {what}: {str(exc)[:300]}") from None
+        raise ModelLoadError(f"cannot read {what}: {str(exc)[:300]} (a corrupt file, or not a "
+                             f"safetensors, TorchScript, torch.export or weights-only "
+                             f"checkpoint)") from None
 
 
 # --- torch.export archives ------------------------------------------------------------------
