@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from robustness.attacks.losses import margin, runner_ups
+from robustness.attacks.pgd import keep_best
 from robustness.attacks.threat import ThreatModel, _per_example
 
 MOMENTUM = 0.75
@@ -63,14 +64,6 @@ def checkpoints(steps: int) -> list[int]:
         out.append(at)
         interval = max(interval - shrink, least)
     return out
-
-
-@torch.no_grad()
-def _keep_best(best_x, best_m, x_new, m_new, rows) -> None:
-    better = m_new > best_m[rows]
-    idx = rows[better]
-    best_x[idx] = x_new[better]
-    best_m[idx] = m_new[better]
 
 
 def _run(model, x, y, threat: ThreatModel, start: torch.Tensor, *, steps: int, loss: str,
@@ -144,7 +137,7 @@ def apgd(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, steps:
             xs, ys = x[rows], y[rows]
 
             def observe(x_adv, logits, ys=ys, rows=rows):
-                _keep_best(best_x, best_m, x_adv, margin(logits, ys), rows)
+                keep_best(best_x, best_m, x_adv, margin(logits, ys), rows)
 
             _run(model, xs, ys, threat, threat.random_init(xs, generator), steps=steps,
                  loss=loss, rho=rho, target=None if aim is None else aim[rows],

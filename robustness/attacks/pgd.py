@@ -48,7 +48,9 @@ def ascend(model, x: torch.Tensor, target: torch.Tensor, threat: ThreatModel,
 
 
 @torch.no_grad()
-def _keep_best(best_x, best_m, x_new, m_new, rows):
+def keep_best(best_x, best_m, x_new, m_new, rows):
+    """Per example of `rows`, keep x_new where its margin beats the best so far (shared by
+    every attack that reports the most confidently wrong point it visited)."""
     better = m_new > best_m[rows]
     idx = rows[better]
     best_x[idx] = x_new[better]
@@ -77,11 +79,11 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *, steps: 
             start = threat.random_init(xs, generator) if random_start else torch.zeros_like(xs)
 
             def observe(x_adv, logits, ys=ys, rows=rows):
-                _keep_best(best_x, best_m, x_adv, margin(logits, ys), rows)
+                keep_best(best_x, best_m, x_adv, margin(logits, ys), rows)
 
             delta = ascend(model, xs, ys if aim is None else aim[rows], threat, start,
                            steps=steps, step_size=step_size, objective=objective,
                            observe=observe)
             with torch.no_grad():
-                _keep_best(best_x, best_m, xs + delta, margin(model(xs + delta), ys), rows)
+                keep_best(best_x, best_m, xs + delta, margin(model(xs + delta), ys), rows)
     return best_x

@@ -19,6 +19,7 @@ import math
 import torch
 
 from robustness.attacks.losses import margin
+from robustness.attacks.pgd import keep_best
 
 # The iterations (of a 10,000-query budget) after which the window's area halves.
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -79,7 +80,5 @@ def square_linf(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, queries:
         rows = active[take]
         delta[rows] = proposal[take] - xs[take]
         current[rows] = m_new[take]
-        better = m_new > best_m[active]
-        best_x[active[better]] = proposal[better]
-        best_m[active[better]] = m_new[better]
+        keep_best(best_x, best_m, proposal, m_new, active)
     return best_x
