@@ -82,6 +82,9 @@ class AttackBase(Strict):
     # The attack searches for the smallest perturbation, independent of ε: it runs once per
     # batch and returns (x_min, found); a bounded attack runs per ε and returns x_adv.
     minimum_norm: ClassVar[bool] = False
+    # A bounded attack that attacks, at each ε, only the examples still robust at the
+    # previous one (a cascade: first success ends an example's search).
+    carries: ClassVar[bool] = False
 
     @model_validator(mode="after")
     def _check_epsilons(self):
@@ -107,30 +110,63 @@ class AttackBase(Strict):
             clean_logits=None):
         raise NotImplementedError
 
+    def run_traced(self, model, x, y, eps: float | None = None, *, generator=None,
+                   clean_logits=None):
+        """`run` plus what the attack can tell per example; only a cascade tells anything
+        (which of its stages broke each example)."""
+        return self.run(model, x, y, eps, generator=generator, clean_logits=clean_logits)
+
+    def doubled(self) -> AttackBase:
+        """The same attack with twice the iterations (the convergence check), or None when
+        it has no iterations to double."""
+        return None
+
     def run_batched(self, model, x, y, eps: float | None = None, *, generator=None,
-                    clean_logits=None):
-        """`run` in chunks of this attack's `batch_size` (all of x at once when unset)."""
+                    clean_logits=None, traced: bool = False):
+        """`run` (or `run_traced`) in chunks of this attack's `batch_size` (all of x at once
+        when unset)."""
+        run = self.run_traced if traced else self.run
         size = self.batch_size or len(x)
         if size >= len(x):
-            return self.run(model, x, y, eps, generator=generator, clean_logits=clean_logits)
+            return run(model, x, y, eps, generator=generator, clean_logits=clean_logits)
         import torch
 
-        parts = [self.run(model, x[i:i + size], y[i:i + size], eps, generator=generator,
-                          clean_logits=None if clean_logits is None else clean_logits[i:i + size])
+        parts = [run(model, x[i:i + size], y[i:i + size], eps, generator=generator,
+                     clean_logits=None if clean_logits is None else clean_logits[i:i + size])
                  for i in range(0, len(x), size)]
-        if self.minimum_norm:  # (x_min, found) per chunk
+        if isinstance(parts[0], tuple):  # (x_min, found), (x_adv, stage): per column
             return tuple(torch.cat(columns) for columns in zip(*parts))
         return torch.cat(parts)
 
 
-class FGSMSpec(AttackBase):
+class GradientAttack(AttackBase):
+    """An attack that follows the model's gradient, which EOT can average over a random
+    model's draws."""
+
+    eot: int = Field(default=1, ge=1, le=1000, description="expectation over "
+                     "transformation: the gradient averaged over this many forward passes "
+                     "(for models that are random at inference; 1: off)")
+
+    def run_batched(self, model, x, y, eps=None, *, generator=None, clean_logits=None,
+                    traced=False):
+        if self.eot > 1:
+            from robustness.attacks import expectation
+
+            model, clean_logits = expectation(model, self.eot), None
+        return super().run_batched(model, x, y, eps, generator=generator,
+                                   clean_logits=clean_logits, traced=traced)
+
+
+class FGSMSpec(GradientAttack):
     """Fast gradient sign method (L∞) or fast gradient method (L2): one step of size ε."""
 
     name: Literal["fgsm"]
     norm: Literal["linf", "l2"] = "linf"
     loss: Literal["ce", "margin"] = "ce"
 
-    passes_per_example: ClassVar[int] = 1
+    @property
+    def passes_per_example(self) -> int:
+        return self.eot
 
     def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
         from robustness.attacks import fgsm, threat_model
@@ -139,7 +175,7 @@ class FGSMSpec(AttackBase):
                     clean_logits=clean_logits)
 
 
-class PGDSpec(AttackBase):
+class PGDSpec(GradientAttack):
     """Projected gradient descent (Madry et al.), any norm, with random start and restarts."""
 
     name: Literal["pgd"]
@@ -154,7 +190,10 @@ class PGDSpec(AttackBase):
 
     @property
     def passes_per_example(self) -> int:
-        return self.steps * self.restarts * max(self.targets, 1)
+        return self.steps * self.restarts * max(self.targets, 1) * self.eot
+
+    def doubled(self):
+        return self.model_copy(update={"steps": 2 * self.steps})  # an unset step halves
 
     def step_size_at(self, eps: float) -> float:
         """Madry et al.'s rule when unset: 2.5·ε/steps reaches the boundary from any start."""
@@ -173,7 +212,7 @@ class PGDSpec(AttackBase):
                    generator=generator, clean_logits=clean_logits)
 
 
-class APGDSpec(AttackBase):
+class APGDSpec(GradientAttack):
     """Auto-PGD (Croce & Hein): step-size-free PGD with momentum and step halving, on
     cross-entropy or the scale-invariant DLR loss; targeted at the top `targets` other
     classes in turn when `targets` > 0 (AutoAttack's APGD-T: loss dlr, targets 9)."""
@@ -190,7 +229,10 @@ class APGDSpec(AttackBase):
 
     @property
     def passes_per_example(self) -> int:
-        return self.steps * self.restarts * max(self.targets, 1)
+        return self.steps * self.restarts * max(self.targets, 1) * self.eot
+
+    def doubled(self):
+        return self.model_copy(update={"steps": 2 * self.steps})
 
     def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
         from robustness.attacks import apgd, threat_model
@@ -201,11 +243,11 @@ class APGDSpec(AttackBase):
 
 
 class SquareSpec(AttackBase):
-    """Square Attack (Andriushchenko et al.): score-based black-box random search; it needs
-    no gradient, so gradient masking cannot hide a model from it. L∞ only for now."""
+    """Square Attack (Andriushchenko et al.): score-based black-box random search, L∞ or L2;
+    it needs no gradient, so gradient masking cannot hide a model from it."""
 
     name: Literal["square"]
-    norm: Literal["linf"] = "linf"
+    norm: Literal["linf", "l2"] = "linf"
     queries: int = Field(default=5000, gt=0, le=100000, description="forward passes per "
                          "example at most (AutoAttack's standard: 5000)")
     p_init: float = Field(default=0.8, gt=0, le=1, description="the first window's share "
@@ -215,14 +257,44 @@ class SquareSpec(AttackBase):
     def passes_per_example(self) -> int:
         return self.queries  # forward passes only: an upper bound in forward+backward units
 
+    def doubled(self):
+        return self.model_copy(update={"queries": 2 * self.queries})
+
     def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
-        from robustness.attacks import square_linf
+        from robustness.attacks import square, threat_model
 
-        return square_linf(model, x, y, eps, queries=self.queries, p_init=self.p_init,
-                           generator=generator, clean_logits=clean_logits)
+        return square(model, x, y, threat_model(self.norm, eps), queries=self.queries,
+                      p_init=self.p_init, generator=generator, clean_logits=clean_logits)
 
 
-class CWSpec(AttackBase):
+class FABSpec(GradientAttack):
+    """FAB, targeted (Croce & Hein): minimum-norm, L∞ or L2, walking to the boundary with
+    each of the model's `targets` runners-up in turn; broken at ε when the smallest
+    adversarial it found is within ε (AutoAttack's FAB-T: targets 9, steps 100)."""
+
+    name: Literal["fab"]
+    norm: Literal["linf", "l2"] = "linf"
+    steps: int = Field(default=100, gt=0, le=10000)
+    targets: int = Field(default=9, ge=1, le=999, description="the k classes the model "
+                         "ranks highest after the true one, one at a time")
+    restarts: int = Field(default=1, gt=0, le=100)
+
+    minimum_norm: ClassVar[bool] = True
+
+    @property
+    def passes_per_example(self) -> int:
+        return self.steps * self.targets * self.restarts * self.eot
+
+    def run(self, model, x, y, eps=None, *, generator=None, clean_logits=None):
+        """With eps (inside a cascade), examples already broken within eps are left alone."""
+        from robustness.attacks import fab
+
+        return fab(model, x, y, self.norm, steps=self.steps, targets=self.targets,
+                   restarts=self.restarts, eps=eps, generator=generator,
+                   clean_logits=clean_logits)
+
+
+class CWSpec(GradientAttack):
     """Carlini-Wagner L2: smallest perturbation found; broken at ε when its L2 norm ≤ ε."""
 
     name: Literal["cw"]
@@ -238,7 +310,7 @@ class CWSpec(AttackBase):
 
     @property
     def passes_per_example(self) -> int:
-        return self.steps * self.binary_search_steps
+        return self.steps * self.binary_search_steps * self.eot
 
     def run(self, model, x, y, eps=None, *, generator=None, clean_logits=None):
         from robustness.attacks import carlini_wagner_l2
@@ -249,7 +321,7 @@ class CWSpec(AttackBase):
                                  confidence=self.confidence, lr=self.lr)
 
 
-class DeepFoolSpec(AttackBase):
+class DeepFoolSpec(GradientAttack):
     """DeepFool (Moosavi-Dezfooli et al.): minimal L2 perturbation by local linearization."""
 
     name: Literal["deepfool"]
@@ -262,7 +334,7 @@ class DeepFoolSpec(AttackBase):
 
     @property
     def passes_per_example(self) -> int:
-        return self.steps * self.candidates  # one gradient per candidate class
+        return self.steps * self.candidates * self.eot  # one gradient per candidate class
 
     def run(self, model, x, y, eps=None, *, generator=None, clean_logits=None):
         from robustness.attacks import deepfool
@@ -271,7 +343,99 @@ class DeepFoolSpec(AttackBase):
                         candidates=self.candidates, clean_logits=clean_logits)
 
 
-ATTACK_SPECS = (FGSMSpec, PGDSpec, APGDSpec, SquareSpec, CWSpec, DeepFoolSpec)
+PRESETS = ("standard", "quick", "rand")
+
+
+def _preset_stages(preset: str, norm: str) -> list[tuple[str, dict]]:
+    """The stages of a preset, as (label, attack spec): AutoAttack's standard and rand
+    versions (Croce & Hein 2020), and a quick one for pipelines that audit often."""
+    if preset == "standard":
+        return [("apgd-ce", {"name": "apgd", "loss": "ce", "norm": norm}),
+                ("apgd-t", {"name": "apgd", "loss": "dlr", "targets": 9, "norm": norm}),
+                ("fab-t", {"name": "fab", "targets": 9, "norm": norm}),
+                ("square", {"name": "square", "queries": 5000, "norm": norm})]
+    if preset == "quick":
+        return [("apgd-ce", {"name": "apgd", "loss": "ce", "steps": 20, "norm": norm}),
+                ("apgd-t", {"name": "apgd", "loss": "dlr", "targets": 3, "steps": 20,
+                            "norm": norm})]
+    return [("apgd-ce", {"name": "apgd", "loss": "ce", "eot": 20, "norm": norm}),
+            ("apgd-dlr", {"name": "apgd", "loss": "dlr", "eot": 20, "norm": norm})]
+
+
+class CascadeSpec(AttackBase):
+    """A preset cascade (AutoAttack's way): each stage attacks only the examples every
+    earlier stage left robust, and each example keeps its worst case. `standard`: APGD-CE,
+    APGD-T (DLR, 9 targets), FAB-T (9 targets), Square (5000 queries); `quick`: APGD-CE and
+    APGD-T (3 targets) at 20 steps; `rand`: APGD-CE and APGD-DLR with EOT over 20 draws, for
+    models that are random at inference. An example broken at some ε is not attacked again
+    at a larger one (the break carries)."""
+
+    name: Literal["cascade"]
+    preset: Literal["standard", "quick", "rand"] = "standard"
+    norm: Literal["linf", "l2"] = "linf"
+    eot: int | None = Field(default=None, ge=1, le=1000, description="EOT draws for every "
+                            "gradient stage (rand: 20, others: 1, when unset)")
+    scale: int = Field(default=1, ge=1, le=10, description="multiplies every gradient "
+                       "stage's steps (the convergence check runs a sample at 2)")
+
+    carries: ClassVar[bool] = True
+
+    def stages(self) -> list[tuple[str, AttackBase]]:
+        out = []
+        for label, raw in _preset_stages(self.preset, self.norm):
+            kind = _STAGE_TYPES[raw["name"]]
+            if raw["name"] != "square":  # Square's queries are its budget, not iterations
+                raw = {**raw, "steps": raw.get("steps", kind.model_fields["steps"].default)
+                       * self.scale}
+                if self.eot is not None:
+                    raw["eot"] = self.eot
+            if self.batch_size is not None:
+                raw["batch_size"] = self.batch_size
+            out.append((label, kind.model_validate(raw)))
+        return out
+
+    @property
+    def passes_per_example(self) -> int:
+        return sum(stage.passes_per_example for _, stage in self.stages())
+
+    def doubled(self):
+        return self.model_copy(update={"scale": 2 * self.scale})
+
+    def resolved(self, grid):
+        return {**super().resolved(grid),
+                "stages": [{**stage.resolved(grid), "label": label}
+                           for label, stage in self.stages()]}
+
+    def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
+        return self.run_traced(model, x, y, eps, generator=generator,
+                               clean_logits=clean_logits)[0]
+
+    def run_traced(self, model, x, y, eps, *, generator=None, clean_logits=None):
+        """(adversarial inputs, index of the stage that broke each example or -1)."""
+        from robustness.attacks.cascade import cascade
+
+        def bounded(stage):
+            if not stage.minimum_norm:
+                return lambda m, xs, ys, e, g, cl: stage.run_batched(
+                    m, xs, ys, e, generator=g, clean_logits=cl)
+
+            def thresholded(m, xs, ys, e, g, cl):
+                import torch
+
+                from robustness.attacks import threat_model
+
+                x_min, found = stage.run_batched(m, xs, ys, e, generator=g, clean_logits=cl)
+                within = found & (threat_model(self.norm, e).size(x_min - xs) <= e)
+                return torch.where(within.view(-1, *([1] * (xs.dim() - 1))), x_min, xs)
+            return thresholded
+
+        return cascade(model, x, y, eps, [bounded(stage) for _, stage in self.stages()],
+                       generator=generator, clean_logits=clean_logits)
+
+
+ATTACK_SPECS = (FGSMSpec, PGDSpec, APGDSpec, SquareSpec, FABSpec, CWSpec, DeepFoolSpec,
+                CascadeSpec)
+_STAGE_TYPES = {"apgd": APGDSpec, "fab": FABSpec, "square": SquareSpec}
 AttackSpec = Annotated[Union[ATTACK_SPECS], Field(discriminator="name")]  # noqa: UP007
 ATTACK_NAMES = tuple(cls.model_fields["name"].annotation.__args__[0] for cls in ATTACK_SPECS)
 _UNION_TAG = re.compile(rf"\.({'|'.join(ATTACK_NAMES)})(?=\.|$)")
@@ -308,7 +472,11 @@ class GateRule(Strict):
 class AuditSpec(Strict):
     model_id: str | None = Field(default=None, description="registered model (service only)")
     dataset: DatasetSpec
-    attacks: list[AttackSpec] = Field(min_length=1, max_length=32)
+    preset: Literal["standard", "quick", "rand"] | None = Field(
+        default=None, description="a preset cascade instead of `attacks` (its ε grid is "
+        "`epsilons`, L∞); a spec with neither runs `standard`")
+    attacks: list[AttackSpec] = Field(default=None, min_length=1, max_length=32,
+                                      description="the attacks; absent: the preset")
     epsilons: list[Epsilon] = Field(default=[0.0, 0.1, 0.2, 0.3], min_length=1, max_length=64)
     top_k: int = Field(default=5, gt=0, le=100)
     seed: int = 0
@@ -319,6 +487,15 @@ class AuditSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> AuditSpec:
+        if self.preset is not None and self.attacks is not None:
+            raise ValueError("preset: cannot be combined with attacks (a preset is its own "
+                             "list of attacks; add a {'name': 'cascade', 'preset': ...} "
+                             "attack to mix them)")
+        if self.attacks is None:
+            # Stored as the one cascade it stands for, so the spec re-parses to the same audit.
+            preset = self.preset or "standard"
+            self.attacks = [CascadeSpec(name="cascade", preset=preset, label=preset)]
+            self.preset = None
         for tau in self.taus:
             if not 0 < tau <= 1:
                 raise ValueError(f"taus: {tau} is not a confidence in (0, 1]")

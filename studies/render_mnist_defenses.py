@@ -65,6 +65,38 @@ def _conf_row(name, m, label="pgd") -> str:
             f"{statistics.fmean(conf):.4f} | {100 * sum(c >= 0.9 for c in conf) / len(conf):.1f} |")
 
 
+def _verdict(m: dict) -> str:
+    """The checks that did not pass, worst first ('pass' when none)."""
+    flagged = [c for c in m.get("checks", []) if c["status"] != "pass"]
+    if not flagged:
+        return "pass" if m.get("checks") else "–"
+    order = {"fail": 0, "warn": 1}
+    return ", ".join(f"{c['status']}: {c['id']}"
+                     for c in sorted(flagged, key=lambda c: order[c["status"]]))
+
+
+def _checks_section(models: dict) -> list[str]:
+    lines = ["### What the validity checks said
+",
+             "Every report carries its checks (docs/report.md); those that did not pass, "
+             "in their own words:
+"]
+    for name, m in models.items():
+        flagged = [c for c in m.get("checks", []) if c["status"] != "pass"]
+        if not flagged:
+            lines.append(f"- **{name}**: every check passed.")
+        for c in flagged:
+            lines.append(f"- **{name}**, `{c['id']}` ({c['status']}): {c['detail']}")
+    stages = [(n, m["standard_stages"]) for n, m in models.items() if m.get("standard_stages")]
+    if stages:
+        lines += ["", "The `standard` cascade at ε=0.3, robust accuracy after each stage (%):",
+                  "", "| model | " + " | ".join(s["label"] for s in stages[0][1]) + " |",
+                  "| --- |" + " ---: |" * len(stages[0][1])]
+        lines += [f"| {n} | " + " | ".join(pct(s["accuracy"]) for s in st) + " |"
+                  for n, st in stages]
+    return lines + [""]
+
+
 def render(results: dict, flaws: dict, doc: Path) -> None:
     doc.parent.mkdir(parents=True, exist_ok=True)
     stem = doc.stem
@@ -75,8 +107,9 @@ def render(results: dict, flaws: dict, doc: Path) -> None:
     lines = [TEMPLATE_HEAD.format(n=results["n"], threads=results["threads"],
                                   torch=results["torch"], minutes=f"{minutes:.0f}")]
     lines.append("| model | published clean | published FGSM | published PGD | our clean | "
-                 "our FGSM | our PGD-40×3 | our PGD-CW | our CW-L2 median |")
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                 "our FGSM | our PGD-40×3 | our PGD-CW | our standard | our CW-L2 median | "
+                 "checks |")
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, m in models.items():
         pub = PUBLISHED.get(name, (None, None, None))
         a = m["accuracy"]
@@ -84,8 +117,10 @@ def render(results: dict, flaws: dict, doc: Path) -> None:
         pubs = [("–" if v is None else (v if isinstance(v, str) else f"{v:.2f}")) for v in pub]
         lines.append(f"| {m['title']} | {' | '.join(pubs)} | {pct(m['clean'])} | "
                      f"{pct(a['fgsm'][at])} | {pct(a['pgd'][at])} | {pct(a['pgd_cw'][at])} | "
-                     f"{cw.get('median_norm') or float('nan'):.2f} |")
+                     f"{pct(a.get('standard', {}).get(at))} | "
+                     f"{cw.get('median_norm') or float('nan'):.2f} | {_verdict(m)} |")
     lines.append("")
+    lines += _checks_section(models)
     lines.append(f"![accuracy against ε]({figures[0]})\n")
     lines.append("### Full sweep (accuracy %, first "
                  f"{results['n']} test images)\n")
@@ -267,7 +302,9 @@ for the per-epoch monitors and checkpoint selection; evaluated on the first {n} 
 Madry's larger CNN (`madry_mnist`) costs ten times more per pass on this CPU, which would
 put PGD-AT and TRADES at hours. Attacks: FGSM; PGD-40 (cross-entropy, step 2.5ε/40, random
 start, 3 restarts, best iterate kept); PGD-40 on the CW margin loss; CW-L2 (100 steps, 5
-binary-search steps) for the minimum L2 perturbation. torch {torch}, {threads} thread(s).
+binary-search steps) for the minimum L2 perturbation; and at ε=0.3 the default audit,
+`standard` (AutoAttack's cascade: APGD-CE, APGD-T, FAB-T, Square), whose report's validity
+checks give the last column. torch {torch}, {threads} thread(s).
 
 ## At ε = 0.3: the published table beside ours (accuracy %)
 """

@@ -116,3 +116,118 @@ def test_a_gate_can_require_the_checks_and_the_cli_exit_code_says_so(digits_mode
     assert any(line.startswith("check FAIL probabilities") for line in summary_lines(report))
     lenient = {**QUICK, "gate": [{"metric": "checks", "op": "<=", "value": "warn"}]}
     assert not _audit(planted(digits_model)["probabilities"], digits, lenient)["gate"]["passed"]
+
+
+STANDARD = {"dataset": {"name": "digits", "n": 100}, "epsilons": [0.1]}
+
+
+@pytest.fixture(scope="module")
+def small_model(digits):
+    """A two-layer perceptron on digits (~95% clean): `standard` (5000 Square queries on
+    every robust example) runs on it in seconds, where the CNN takes minutes."""
+    from robustness.training import fit
+
+    train, _ = digits
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, 10))
+    fit(net, train.x, train.y, epochs=30, batch_size=64, lr=3e-3, seed=0)
+    return net.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def digits100():
+    """The first 100 test digits, as the audits below see them (a pair like `digits`)."""
+    from robustness.data import load_dataset
+    from robustness.spec import DatasetSpec
+
+    return None, load_dataset(DatasetSpec(name="digits", split="test", n=100))
+
+
+def _robust(report) -> float:
+    return next(r["accuracy"] for r in report["results"] if r["epsilon"] == 0.1)
+
+
+def _truth(honest, name, model, digits) -> float:
+    """What an attack that sees through the plant finds: the honest model's standard figure
+    where the plant keeps its decisions (scaled logits, probabilities), BPDA (a straight-
+    through gradient) for quantized inputs, EOT (`rand`) for random models."""
+    if name in ("logits x1000", "probabilities"):
+        return _robust(_audit(honest, digits, STANDARD))
+    if name == "quantized input":
+        bpda = Wrapped(lambda x: honest(x + (torch.round(x * 4) / 4 - x).detach()))
+        _, test = digits
+        x, y = test.x, test.y
+        robust = model(x).argmax(1) == y
+        for loss in ("ce", "dlr"):
+            attack = parse_audit_spec({**STANDARD, "attacks": [{"name": "apgd", "loss": loss}]})
+            adv = attack.attacks[0].run(bpda, x, y, 0.1,
+                                        generator=torch.Generator().manual_seed(0))
+            robust &= model(adv).argmax(1) == y
+        return float(robust.float().mean())
+    return _robust(_audit(model, digits, {**STANDARD, "preset": "rand"}))
+
+
+@pytest.mark.parametrize("name", ["logits x1000", "quantized input", "noise at inference",
+                                  "probabilities", "dropout on"])
+def test_standard_finds_each_planted_models_true_robustness_and_flags_it(small_model, digits100,
+                                                                         name):
+    """Under the default audit (`standard`) a planted model's robust accuracy is near what an
+    attack that sees through the plant finds, and its check fails."""
+    model = planted(small_model)[name]
+    torch.manual_seed(0)
+    report = _audit(model, digits100, STANDARD)
+    failed = {k for k, v in _flags(report).items() if v == "fail"}
+    assert FLAGGED_BY[name] <= failed, failed
+    truth = _truth(small_model, name, model, digits100)
+    assert _robust(report) <= truth + 0.05, (_robust(report), truth)
+
+
+def test_an_honest_model_passes_every_check_under_standard(small_model, digits100):
+    report = _audit(small_model, digits100, STANDARD)
+    assert _flags(report) == {}, report["checks"]
+    row = next(r for r in report["results"] if r["epsilon"] == 0.1)
+    assert [s["label"] for s in row["stages"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert row["stages"][-1]["accuracy"] == pytest.approx(row["accuracy"])
+    assert sum(s["broken"] for s in row["stages"]) == row["errors"] - report["clean"]["errors"]
+    assert [a["label"] for a in report["provenance"]["attacks"][0]["stages"]] == [
+        "apgd-ce", "apgd-t", "fab-t", "square"]
+
+
+def test_convergence_flags_an_attack_stopped_too_early(digits_model, digits):
+    """PGD with 5 steps of 0.02 cannot leave a 0.1 ball: twice the steps break many more;
+    APGD (100 steps) barely moves when doubled (0.4 pp on these digits)."""
+    def check(attack):
+        body = {"dataset": {"name": "digits"}, "epsilons": [0.05, 0.1, 0.15, 0.2],
+                "attacks": [attack]}
+        return next(c for c in _audit(digits_model, digits, body)["checks"]
+                    if c["id"] == "convergence")
+
+    short = check({"name": "pgd", "steps": 5, "step_size": 0.02})
+    assert short["status"] == "fail", short
+    assert short["figures"]["sample"] >= 20 and short["figures"]["newly_broken"] >= 5
+    assert check({"name": "apgd"})["status"] == "pass"
+
+
+def test_preprocessing_flags_normalization_that_does_not_fit_the_data(digits_model, digits):
+    from robustness.models import Classifier, ModelMetadata
+
+    def audited(**declared):
+        meta = ModelMetadata(architecture="madry_mnist", num_classes=10, input_shape=[1, 8, 8],
+                             **declared)
+        model = Classifier(digits_model.net, metadata=meta).eval()
+        return next((c for c in _audit(model, digits, QUICK)["checks"]
+                     if c["id"] == "preprocessing"), None)
+
+    assert audited() is None  # nothing declared, nothing to compare
+    assert audited(accuracy=0.95)["status"] == "pass"
+    units = audited(preprocessing={"mean": [33.0], "std": [60.0]})
+    assert units["status"] == "fail" and "0-255 units" in units["detail"]
+    # Another data set's normalization: the statistics are off and accuracy collapses.
+    other = audited(preprocessing={"mean": [0.9], "std": [0.3]}, accuracy=0.95)
+    assert other["status"] == "fail", other
+    assert other["figures"]["clean_accuracy"] < 0.5 and "far below" in other["detail"]
+    assert "far from the data's own statistics" in other["detail"]
+    # Plausible statistics, accuracy 8 pp below the declared: a warning.
+    close = audited(preprocessing={"mean": [0.5], "std": [0.5]}, accuracy=0.95)
+    assert close["status"] == "warn" and "far below" in close["detail"], close

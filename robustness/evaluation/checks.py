@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from robustness.attacks import pgd, square_linf, threat_model
+from robustness.attacks import pgd, square, threat_model
 
 SAMPLE = 100
 PROBE_STEPS = 20
@@ -155,7 +155,8 @@ def noise_baseline(model, x, y, norm: str, eps: float, attack_accuracy: float, l
                   **figures)
 
 
-def black_box(model, x, y, eps: float, robust: torch.Tensor, square_broken, generator) -> dict:
+def black_box(model, x, y, norm: str, eps: float, robust: torch.Tensor, square_broken,
+              generator) -> dict:
     """Square, which never takes a gradient, breaking points that every gradient attack left
     robust means the gradients are masked: the gradient attacks' figures overstate
     robustness (what AutoAttack's own check flags). `square_broken`, when the audit ran
@@ -166,7 +167,7 @@ def black_box(model, x, y, eps: float, robust: torch.Tensor, square_broken, gene
         return None
     if square_broken is None:
         rows = torch.nonzero(robust).squeeze(1)
-        adv = square_linf(model, x[rows], y[rows], eps, queries=PROBE_QUERIES,
+        adv = square(model, x[rows], y[rows], threat_model(norm, eps), queries=PROBE_QUERIES,
                           generator=generator)
         with torch.no_grad():
             found = int((model(adv).argmax(1) != y[rows]).sum())
@@ -175,7 +176,7 @@ def black_box(model, x, y, eps: float, robust: torch.Tensor, square_broken, gene
         found = int((square_broken & robust).sum())
         how = "the audit's Square"
     fraction = found / left
-    figures = {"epsilon": eps, "gradient_robust": left, "broken_by_square": found,
+    figures = {"epsilon": eps, "norm": norm, "gradient_robust": left, "broken_by_square": found,
                "fraction": fraction}
     if fraction > 0.05 and found >= 2:
         return _check("black_box", "fail", f"at ε={eps:g}, {how} breaks {found} of the {left} "
@@ -220,9 +221,63 @@ def eight_bit(kept: int, broken: int) -> dict:
                   f"rounding to 1/255", **figures)
 
 
-def _black_box_of_audit(model, x, y, spec, bounded, broken_at, m, probing, generator):
-    """black_box at the largest L∞ ε, from the audit's Square if it ran one."""
-    largest = max(e for a, _ in bounded if a.norm == "linf" for e in spec.grid(a))
+def preprocessing(model, data, accuracy: float) -> dict | None:
+    """A declared normalization that does not fit the data (a mean in 0-255 units, the
+    statistics of another data set, normalization applied twice) and a clean accuracy far
+    below the one the model declares both mean the audit measured a different model from
+    the one deployed: its figures are about a broken input pipeline."""
+    meta = getattr(model, "metadata", None)
+    pre = getattr(meta, "preprocessing", None)
+    declared = getattr(meta, "accuracy", None)
+    if pre is None and declared is None:
+        return None
+    x = data.x[:1000].float()
+    data_mean = x.mean(dim=(0, 2, 3))
+    data_std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    figures, problems, status = {"data_mean": data_mean.tolist(),
+                                 "data_std": data_std.tolist()}, [], "pass"
+    if pre is not None:
+        channels = len(data_mean)
+        mean = torch.tensor(pre.mean).expand(channels)
+        std = torch.tensor(pre.std).expand(channels)
+        figures.update(declared_mean=mean.tolist(), declared_std=std.tolist())
+        if (mean.abs() > 1.5).any() or (std > 2).any():
+            status = "fail"
+            problems.append(f"the declared normalization (mean {pre.mean}, std {pre.std}) is "
+                            f"in 0-255 units, but inputs are in [0, 1]")
+        elif ((mean - data_mean).abs() > 0.3).any() or ((std / data_std) > 4).any() or \
+                ((std / data_std) < 0.25).any():
+            status = "warn"
+            problems.append(f"the declared normalization (mean {pre.mean}, std {pre.std}) is "
+                            f"far from the data's own statistics (mean "
+                            f"{[round(v, 3) for v in data_mean.tolist()]}, std "
+                            f"{[round(v, 3) for v in data_std.tolist()]})")
+    figures["clean_accuracy"] = accuracy
+    if declared is not None:
+        n = len(data.y)
+        slack = 2 * math.sqrt(max(declared * (1 - declared), 1e-4) / max(n, 1))
+        figures.update(declared_accuracy=declared)
+        gap = declared - accuracy
+        if gap > 0.2 + slack:
+            status = "fail"
+        elif gap > 0.05 + slack and status == "pass":
+            status = "warn"
+        if gap > 0.05 + slack:
+            problems.append(f"clean accuracy {accuracy:.1%} is far below the declared "
+                            f"{declared:.1%}")
+    if problems:
+        return _check("preprocessing", status, "; ".join(problems) + ": check the model's "
+                      "preprocessing against the data (the audit attacks what it was given)",
+                      **figures)
+    return _check("preprocessing", "pass", "the declared preprocessing and accuracy fit the "
+                  "data", **figures)
+
+
+def _black_box_of_audit(model, x, y, clean_ok, spec, bounded, broken_at, stages, m, norm,
+                        probing, generator):
+    """black_box at a norm's largest ε, from the audit's Square if it ran one (alone or as a
+    cascade's stage, which sees exactly the examples the gradient stages left)."""
+    largest = max(e for a, _ in bounded if a.norm == norm for e in spec.grid(a))
     if largest <= 0:
         return None
 
@@ -230,15 +285,89 @@ def _black_box_of_audit(model, x, y, spec, bounded, broken_at, m, probing, gener
         return torch.tensor([b is not None and b <= largest for b in broken_at[label][:m]],
                             device=x.device)
 
-    squares = [lab for a, lab in bounded if a.name == "square" and largest in spec.grid(a)]
-    gradient = [lab for a, lab in bounded if a.norm == "linf" and a.name != "square"]
+    gradient, squares = [], []
+    for attack, label in bounded:
+        if attack.norm != norm or largest not in spec.grid(attack):
+            continue
+        if attack.name == "square":
+            squares.append(broken(label))
+            continue
+        stage = stages.get((label, largest))
+        square_at = [i for i, (_, s) in enumerate(attack.stages()) if s.name == "square"] \
+            if stage is not None else []
+        if square_at:
+            stage = stage[:m].to(x.device)
+            gradient.append((stage >= 0) & (stage < square_at[0]))
+            squares.append(stage == square_at[0])
+        else:
+            gradient.append(broken(label))
     if not gradient or (not squares and not probing):
         return None
-    robust = ~torch.stack([broken(lab) for lab in gradient]).any(0)
-    robust &= torch.tensor([b is None or b > 0 for b in broken_at[gradient[0]][:m]],
-                           device=x.device)  # clean-correct only
-    square_broken = torch.stack([broken(lab) for lab in squares]).any(0) if squares else None
-    return black_box(model, x, y, largest, robust, square_broken, generator)
+    robust = ~torch.stack(gradient).any(0) & clean_ok
+    square_broken = torch.stack(squares).any(0) if squares else None
+    return black_box(model, x, y, norm, largest, robust, square_broken, generator)
+
+
+def convergence(model, data, attack, label: str, eps: float, broken: list, rows: int,
+                generator, device) -> dict | None:
+    """Doubling the iterations of the strongest attack must not change its figure: if it
+    breaks more of the examples the audit left robust, the audit stopped before its attack
+    converged and its robust accuracy is too high. Runs on the first `rows` of the examples
+    robust at ε (only they can change). A fresh run breaks a few of them by its new random
+    start alone, hence the thresholds: warn above 2 pp, fail above 5 pp."""
+    robust = [i for i, b in enumerate(broken) if b is None]
+    sample = robust[:rows]
+    if len(sample) < 5:
+        return None
+    x, y = data.x[sample].to(device), data.y[sample].to(device)
+    adv = attack.doubled().run_batched(model, x, y, eps, generator=generator)
+    with torch.no_grad():
+        newly = int((model(adv).argmax(1) != y).sum())
+    drop = newly / len(sample) * len(robust) / max(len(broken), 1)
+    figures = {"attack": label, "epsilon": eps, "sample": len(sample), "newly_broken": newly,
+               "estimated_accuracy_drop": drop}
+    what = (f"{label} with twice the iterations breaks {newly} of {len(sample)} sampled "
+            f"examples it left robust at ε={eps:g} (robust accuracy about {drop:.1%} lower)")
+    if newly >= 5 and drop > 0.05:
+        return _check("convergence", "fail", f"{what}: the attack had not converged; its "
+                      f"figure overstates robustness, raise its steps", **figures)
+    if newly >= 3 and drop > 0.02:
+        return _check("convergence", "warn", f"{what}: the attack may not have converged",
+                      **figures)
+    return _check("convergence", "pass", what, **figures)
+
+
+def _convergence_of_audit(model, data, spec, results, bounded, broken_at, norm, budget: float,
+                          generator, device) -> dict | None:
+    """convergence for a norm's strongest attack (at its largest ε), on as many robust
+    examples as fit in `budget` passes and in a twentieth of what the audit surely spent on
+    that attack."""
+    candidates = [(a, lab) for a, lab in bounded if a.norm == norm and a.doubled() is not None]
+    if not candidates:
+        return None
+    accuracy = {(r["label"], r["epsilon"]): r["accuracy"] for r in results}
+    attack, label = min(candidates, key=lambda c: accuracy[(c[1], max(spec.grid(c[0])))])
+    grid = [e for e in spec.grid(attack) if e > 0]
+    if not grid:
+        return None
+
+    def robust_at(eps):
+        return [b if b is None or b <= eps else None for b in broken_at[label]]
+
+    # The largest ε that leaves enough robust examples to sample (the steep part of the
+    # curve, where an unconverged attack shows); else the one that leaves the most.
+    counts = {e: sum(b is None for b in robust_at(e)) for e in grid}
+    enough = [e for e in grid if counts[e] >= 10]
+    eps = max(enough) if enough else max(grid, key=lambda e: counts[e])
+    broken = robust_at(eps)
+    robust = counts[eps]
+    # What the audit surely spent on this attack: every ε up to this one on each example
+    # robust here (a cascade attacks the others only until a stage breaks them).
+    runs = sum(e <= eps for e in grid)
+    spent = (robust if attack.carries else len(broken)) * runs * attack.passes_per_example
+    rows = int(min(SAMPLE, budget / (2 * attack.passes_per_example),
+                   0.05 * spent / (2 * attack.passes_per_example)))
+    return convergence(model, data, attack, label, eps, broken, rows, generator, device)
 
 
 def audit_passes(spec, n: int) -> int:
@@ -246,12 +375,14 @@ def audit_passes(spec, n: int) -> int:
     return n * (1 + sum(a.passes_per_example * a.runs(spec.grid(a)) for a in spec.attacks))
 
 
-def run_checks(model, data, spec, results: list[dict], broken_at: dict, rounding: dict, *,
+def run_checks(model, data, spec, report: dict, rounding: dict, stages: dict, *,
                device) -> list[dict]:
     """Every applicable check, in the order docs/report.md lists them. The probes that
     attack (loss_disagreement, unbounded_epsilon: 3 × PROBE_STEPS passes per sampled example
     and norm; black_box without the audit's own Square: PROBE_QUERIES forward passes, a third
-    of a pass each) run only where together they cost at most a tenth of the audit."""
+    of a pass each) run only where together they cost at most a tenth of the audit; the
+    convergence check gets what is left of that tenth."""
+    results, broken_at = report["results"], report["examples"]["broken_at"]
     generator = torch.Generator().manual_seed(spec.seed + 1)
     m = min(SAMPLE, len(data.x))
     x, y = data.x[:m].to(device), data.y[:m].to(device)
@@ -262,8 +393,10 @@ def run_checks(model, data, spec, results: list[dict], broken_at: dict, rounding
     bounded = [(a, lab) for a, lab in zip(spec.attacks, spec.attack_labels())
                if not a.minimum_norm]
     norms = sorted({a.norm for a, _ in bounded})
-    per_example = 3 * PROBE_STEPS * len(norms) + (PROBE_QUERIES / 3 if "linf" in norms else 0)
-    probing = per_example * m <= 0.1 * audit_passes(spec, len(data.x))
+    per_example = (3 * PROBE_STEPS + PROBE_QUERIES / 3) * len(norms)
+    budget = 0.1 * audit_passes(spec, len(data.x))
+    probing = per_example * m <= budget
+    budget -= per_example * m if probing else 0
     for norm in norms:
         largest = max(e for a, _ in bounded if a.norm == norm for e in spec.grid(a))
         if probing and largest > 0:
@@ -276,13 +409,15 @@ def run_checks(model, data, spec, results: list[dict], broken_at: dict, rounding
         if strongest is not None and largest > 0:
             checks.append(noise_baseline(model, x, y, norm, largest, strongest["accuracy"],
                                          strongest["label"], generator))
-    if "linf" in norms:
-        checks.append(_black_box_of_audit(model, x, y, spec, bounded, broken_at, m,
-                                          probing, generator))
+        checks.append(_black_box_of_audit(model, x, y, first.argmax(1) == y, spec, bounded,
+                                          broken_at, stages, m, norm, probing, generator))
+        checks.append(_convergence_of_audit(model, data, spec, results, bounded, broken_at,
+                                            norm, budget / len(norms), generator, device))
     pairs = [(lab_f, lab_i, a_f.norm) for a_f, lab_f in bounded if a_f.name == "fgsm"
              for a_i, lab_i in bounded if a_i.name != "fgsm" and a_i.norm == a_f.norm
              and spec.grid(a_i) == spec.grid(a_f)]
     checks += single_step_beats_iterative(broken_at, len(data.y), pairs)
     checks.append(eight_bit(sum(k for k, _ in rounding.values()),
                             sum(b for _, b in rounding.values())))
+    checks.append(preprocessing(model, data, report["clean"]["accuracy"]))
     return [c for c in checks if c is not None]

@@ -60,6 +60,9 @@ def build_report(spec, data, records, *, device, model_info: dict, seconds: floa
         for eps, rec in by_eps:
             results.append({"attack": attack.name, "label": label, "norm": attack.norm,
                             "epsilon": eps, **aggregate(rec, y, clean_correct, spec.taus)})
+            if (label, eps) in records.stages:
+                results[-1]["stages"] = _stages(attack, records.stages[(label, eps)],
+                                                clean_correct)
             adversarial_cols.append({"attack": attack.name, "label": label, "norm": attack.norm,
                                      "epsilon": eps, **columns(rec)})
         broken_at[label] = _broken_at(y, by_eps)
@@ -113,6 +116,17 @@ def build_report(spec, data, records, *, device, model_info: dict, seconds: floa
         },
     }
     return report
+
+
+def _stages(attack, stage: torch.Tensor, clean_correct: torch.Tensor) -> list[dict]:
+    """A cascade's robust accuracy after each stage (AutoAttack prints the same)."""
+    out, robust = [], clean_correct.clone()
+    for i, (label, _) in enumerate(attack.stages()):
+        hit = stage == i
+        robust &= ~hit
+        out.append({"label": label, "accuracy": float(robust.float().mean()),
+                    "broken": int((hit & clean_correct).sum())})
+    return out
 
 
 def _worst_case(spec, labels, records, y) -> list[dict]:

@@ -31,6 +31,13 @@ class Figures(Open):
     errors: int
 
 
+class StageFigure(Open):
+    label: str = Field(description="the stage (apgd-ce, apgd-t, fab-t, square, ...)")
+    accuracy: float = Field(description="robust accuracy once this stage and every earlier "
+                            "one have run")
+    broken: int = Field(description="examples this stage broke (none before it had)")
+
+
 class Result(Figures):
     attack: str = Field(description="the attack's name (fgsm, pgd, ...)")
     label: str = Field(description="the attack's label in this report (its name unless "
@@ -40,6 +47,8 @@ class Result(Figures):
     attack_success_rate: float | None
     mean_linf_on_success: float | None
     mean_l2_on_success: float | None
+    stages: list[StageFigure] | None = Field(default=None, description="a cascade's robust "
+                                             "accuracy after each of its stages, in order")
 
 
 class WorstCase(Open):

@@ -35,6 +35,8 @@ class SweepRecords:
     adversarial: dict[tuple[str, float], Records]
     minimal_norm: dict[str, torch.Tensor]
     seconds: dict[str, float]
+    # (cascade label, ε) -> per example, the index of the stage that broke it, or -1.
+    stages: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,6 +69,22 @@ def _survive_rounding(model, x_adv, rec, clean, y, counts: tuple[int, int]) -> t
     return counts[0] + kept, counts[1] + int(broken.sum())
 
 
+def _attack_at(attack, model, xb, yb, eps, generator, clean_logits, prev_x, prev, stage):
+    """One bounded attack at one ε: (adversarial inputs, stage per example). A cascade
+    attacks only the examples still robust at the previous ε and says which stage broke
+    each; the others attack the whole batch."""
+    if not attack.carries:
+        return attack.run_batched(model, xb, yb, eps, generator=generator,
+                                  clean_logits=clean_logits), stage
+    x_adv, stage = prev_x.clone(), stage.clone()
+    rows = torch.nonzero(prev.pred == yb).squeeze(1)
+    if rows.numel():
+        x_adv[rows], stage[rows] = attack.run_batched(
+            model, xb[rows], yb[rows], eps, generator=generator,
+            clean_logits=clean_logits[rows], traced=True)
+    return x_adv, stage
+
+
 def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress | None = None,
               collect_adversarial: bool = False, model_info: dict | None = None) -> AuditResult:
     """Audit `model` (inputs in [0,1], logits out) on `data` (x, y, indices, description)."""
@@ -83,6 +101,7 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
     adv_parts: dict[tuple[str, float], list[Records]] = defaultdict(list)
     adv_inputs: dict[tuple[str, float], list[torch.Tensor]] = defaultdict(list)
     norm_parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+    stage_parts: dict[tuple[str, float], list[torch.Tensor]] = defaultdict(list)
     seconds: dict[str, float] = defaultdict(float)
     # per bounded attack, at its largest ε: (adversarials still adversarial at 8 bits, all)
     rounding: dict[str, tuple[int, int]] = {}
@@ -124,17 +143,20 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
                 tick(where)
             else:
                 prev_x, prev = xb, clean
+                stage = torch.full((len(yb),), -1, dtype=torch.long, device=device)
                 for eps in spec.grid(attack):
                     if eps == 0:
                         x_adv, rec = xb, clean
                     else:
-                        x_adv = attack.run_batched(model, xb, yb, eps, generator=generator,
-                                                   clean_logits=clean_logits)
+                        x_adv, stage = _attack_at(attack, model, xb, yb, eps, generator,
+                                                  clean_logits, prev_x, prev, stage)
                         with torch.no_grad():
                             rec = Records.from_logits(model(x_adv), yb, x_adv, xb, spec.top_k)
                         carry = (prev.pred != yb) & (rec.pred == yb)
                         rec = prev.select(carry, rec)
                         x_adv = torch.where(carry.view(-1, 1, 1, 1), prev_x, x_adv)
+                    if attack.carries:
+                        stage_parts[(label, eps)].append(stage.cpu())
                     keep(label, eps, rec, x_adv)
                     prev_x, prev = x_adv, rec
                     tick(f"{where} ε={eps:g}")
@@ -146,12 +168,12 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
         clean=Records.cat(clean_parts),
         adversarial={k: Records.cat(v) for k, v in adv_parts.items()},
         minimal_norm={k: torch.cat(v) for k, v in norm_parts.items()},
-        seconds=dict(seconds))
+        seconds=dict(seconds), stages={k: torch.cat(v) for k, v in stage_parts.items()})
     report = build_report(spec, data, records, device=device, model_info=model_info or {},
                           seconds=time.perf_counter() - started)
     t0 = time.perf_counter()
-    report["checks"] = run_checks(model, data, spec, report["results"],
-                                  report["examples"]["broken_at"], rounding, device=device)
+    report["checks"] = run_checks(model, data, spec, report, rounding, records.stages,
+                                  device=device)
     report["provenance"]["checks_seconds"] = time.perf_counter() - t0
     report["provenance"]["seconds"] = time.perf_counter() - started
     if spec.gate:  # after the checks, which a gate rule may name

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from robustness.errors import ModelLoadError
 
@@ -57,6 +57,9 @@ class ModelMetadata(_Strict):
     input_shape: list[int] | None = None
     preprocessing: Preprocessing | None = None
     labels: list[str] | None = None
+    accuracy: float | None = Field(default=None, ge=0, le=1, description="the clean "
+                                   "accuracy the model is declared to reach (a model card's "
+                                   "figure); the preprocessing check compares the audit's")
 
     @field_validator("num_classes")
     @classmethod
