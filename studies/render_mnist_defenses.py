@@ -76,11 +76,9 @@ def _verdict(m: dict) -> str:
 
 
 def _checks_section(models: dict) -> list[str]:
-    lines = ["### What the validity checks said
-",
-             "Every report carries its checks (docs/report.md); those that did not pass, "
-             "in their own words:
-"]
+    lines = ["### What the validity checks said\n",
+             ("Every report carries its checks (docs/report.md); those that did not pass, "
+              "in their own words:\n")]
     for name, m in models.items():
         flagged = [c for c in m.get("checks", []) if c["status"] != "pass"]
         if not flagged:
