@@ -339,9 +339,9 @@ def convergence(model, data, attack, label: str, eps: float, broken: list, rows:
 
 def _convergence_of_audit(model, data, spec, results, bounded, broken_at, norm, budget: float,
                           generator, device) -> dict | None:
-    """convergence for a norm's strongest attack (at its largest ε), on as many robust
-    examples as fit in `budget` passes and in a twentieth of what the audit surely spent on
-    that attack."""
+    """convergence for a norm's strongest attack (by its figure at its largest ε), at the
+    largest ε that leaves 10 examples robust, on as many of them as fit in `budget` passes
+    and in a twentieth of what the audit surely spent on that attack."""
     candidates = [(a, lab) for a, lab in bounded if a.norm == norm and a.doubled() is not None]
     if not candidates:
         return None

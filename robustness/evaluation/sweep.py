@@ -3,8 +3,9 @@
 Batches are the outer loop so memory stays one batch of adversarials whatever n is. Within a
 batch, a bounded attack's ε grid runs in ascending order and an adversarial found at a smaller
 ε is carried to every larger one (it lies inside the larger ball too), so robust accuracy never
-rises with ε because of attack noise. Minimum-norm attacks run once per batch and are
-thresholded at each ε.
+rises with ε because of attack noise. A cascade (a preset) goes further, as AutoAttack does:
+at each ε it attacks only the examples still robust at the previous one. Minimum-norm attacks
+run once per batch and are thresholded at each ε.
 """
 
 from __future__ import annotations
