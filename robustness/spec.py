@@ -116,10 +116,12 @@ class AttackBase(Strict):
         (which of its stages broke each example)."""
         return self.run(model, x, y, eps, generator=generator, clean_logits=clean_logits)
 
-    def doubled(self) -> AttackBase:
+    def doubled(self) -> AttackBase | None:
         """The same attack with twice the iterations (the convergence check), or None when
-        it has no iterations to double."""
-        return None
+        it has no iterations to double. An unset step size follows its rule (PGD's halves)."""
+        if "steps" not in type(self).model_fields:
+            return None
+        return self.model_copy(update={"steps": 2 * self.steps})
 
     def run_batched(self, model, x, y, eps: float | None = None, *, generator=None,
                     clean_logits=None, traced: bool = False):
@@ -192,9 +194,6 @@ class PGDSpec(GradientAttack):
     def passes_per_example(self) -> int:
         return self.steps * self.restarts * max(self.targets, 1) * self.eot
 
-    def doubled(self):
-        return self.model_copy(update={"steps": 2 * self.steps})  # an unset step halves
-
     def step_size_at(self, eps: float) -> float:
         """Madry et al.'s rule when unset: 2.5·ε/steps reaches the boundary from any start."""
         return self.step_size if self.step_size is not None else 2.5 * eps / self.steps
@@ -230,9 +229,6 @@ class APGDSpec(GradientAttack):
     @property
     def passes_per_example(self) -> int:
         return self.steps * self.restarts * max(self.targets, 1) * self.eot
-
-    def doubled(self):
-        return self.model_copy(update={"steps": 2 * self.steps})
 
     def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
         from robustness.attacks import apgd, threat_model
