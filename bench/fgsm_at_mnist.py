@@ -95,6 +95,8 @@ def main():
                         help="processes that audit slices of the test set in parallel")
     parser.add_argument("--eval-only", action="store_true",
                         help="evaluate the model already in --out instead of training")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train and save, no evaluation (e.g. to audit elsewhere)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,6 +128,10 @@ def main():
                    "catastrophic_overfitting": card["catastrophic_overfitting"],
                    "held_out_pgd10": [h["pgd_accuracy"] for h in card["history"]],
                    "train_threads": torch.get_num_threads()}
+    if args.train_only:
+        (out / "result.json").write_text(json.dumps(summary, indent=1))
+        print(json.dumps(summary, indent=1))
+        return
     t1 = time.perf_counter()
     ev = evaluate(weights, args.n, args.data_root, args.eval_workers, threads)
     reports = ev.pop("reports")

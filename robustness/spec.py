@@ -42,7 +42,8 @@ class DatasetSpec(Strict):
     offset: int = Field(default=0, ge=0)
     seed: int | None = Field(default=None, description="sample n examples with this seed "
                              "instead of taking them in order from offset")
-    path: str | None = Field(default=None, description="directory (imagefolder) or file "
+    path: str | None = Field(default=None, max_length=1024,
+                             description="directory (imagefolder) or file "
                              "(tensors: .npz or .safetensors with x, y), relative to the data root")
 
     @model_validator(mode="after")
@@ -71,9 +72,11 @@ class AttackBase(Strict):
     """An attack: its parameters, what it costs and how it runs. A new attack is one such
     class (in `ATTACK_SPECS` below) plus the module its `run` calls."""
 
-    label: str | None = Field(default=None, description="name of this attack in the report; "
+    label: str | None = Field(default=None, max_length=100,
+                              description="name of this attack in the report; "
                               "defaults to `name`, or `name_norm` when a name repeats")
-    epsilons: list[Epsilon] | None = Field(default=None, description="this attack's ε grid, "
+    epsilons: list[Epsilon] | None = Field(default=None, max_length=64,
+                                         description="this attack's ε grid, "
                                          "overriding the spec's (e.g. L2 radii)")
     batch_size: int | None = Field(default=None, gt=0, description="examples per attack "
                                    "call, to bound its memory (the audit's batch_size when "
@@ -442,7 +445,8 @@ class GateRule(Strict):
 
     metric: Literal["accuracy", "top5_accuracy", "attack_success_rate",
                     "mean_confidence_on_errors", "silent_error_rate", "checks"]
-    attack: str | None = Field(default=None, description="attack label (or name) in this "
+    attack: str | None = Field(default=None, max_length=100,
+                               description="attack label (or name) in this "
                                "spec, or 'clean'; not for metric 'checks'")
     epsilon: float | None = None
     tau: float | None = Field(default=None, gt=0, le=1,
@@ -466,7 +470,8 @@ class GateRule(Strict):
 
 
 class AuditSpec(Strict):
-    model_id: str | None = Field(default=None, description="registered model (service only)")
+    model_id: str | None = Field(default=None, max_length=100,
+                                description="registered model (service only)")
     dataset: DatasetSpec
     preset: Literal["standard", "quick", "rand"] | None = Field(
         default=None, description="a preset cascade instead of `attacks` (its ε grid is "
@@ -476,10 +481,10 @@ class AuditSpec(Strict):
     epsilons: list[Epsilon] = Field(default=[0.0, 0.1, 0.2, 0.3], min_length=1, max_length=64)
     top_k: int = Field(default=5, gt=0, le=100)
     seed: int = 0
-    taus: list[float] = Field(default=[0.5, 0.9], min_length=1,
+    taus: list[float] = Field(default=[0.5, 0.9], min_length=1, max_length=32,
                               description="confidence thresholds of the silent-error rate")
     batch_size: int = Field(default=256, gt=0, le=65536)
-    gate: list[GateRule] | None = None
+    gate: list[GateRule] | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")
     def _check(self) -> AuditSpec:
@@ -538,6 +543,9 @@ def _check_epsilon_grid(epsilons: list[float], norm: str, where: str) -> None:
             raise ValueError(f"{where}: ε={eps} must be a finite number ≥ 0")
         if norm == "linf" and eps > 1:
             raise ValueError(f"{where}: L∞ ε={eps} exceeds the input range [0, 1]")
+    repeated = sorted({eps for eps in epsilons if epsilons.count(eps) > 1})
+    if repeated:
+        raise ValueError(f"{where}: ε={repeated[0]!r} is given more than once")
 
 
 def parse_spec(model: type[BaseModel], data: dict | str | bytes):

@@ -1,6 +1,8 @@
 """The FastAPI gateway: `create_app(settings)` wires routes, problem+json errors, metrics and
-a housekeeping thread: it re-enqueues jobs whose message was lost (the database is the
-truth), fires due schedules and delivers completion callbacks."""
+housekeeping: three threads, each on its own so that none can hold up another: the
+reconciler re-enqueues jobs whose message was lost (the database is the truth), the scheduler
+fires due schedules, and the callback dispatcher hands finished jobs' callbacks to their own
+pool (`service.callbacks`), where a slow receiver holds one pool thread until its deadline."""
 
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ from fastapi.openapi.utils import get_openapi
 
 from service import problems
 from service.auth import ensure_admin_key
+from service.callbacks import CallbackSender
 from service.gateway import Gateway
 from service.metrics import Metrics
 from service.problems import PROBLEMS
 from service.reconcile import reconcile
 from service.routes import V1, audits, health, keys, metrics, models, schedules, trainings
-from service.schedules import deliver_callbacks, fire_due
+from service.schedules import fire_due
 from service.schemas import ProblemDetails
 from service.settings import GatewaySettings, get_gateway_settings
 from store.artifacts import ArtifactStore
@@ -28,28 +31,30 @@ from store.queue import make_celery
 log = logging.getLogger(__name__)
 
 
-class Housekeeper(threading.Thread):
-    """Every few seconds: re-enqueue lost jobs, fire due schedules, deliver callbacks."""
+class Periodic(threading.Thread):
+    """One housekeeping step, every `seconds`, on a thread of its own."""
 
-    def __init__(self, gw: Gateway):
-        super().__init__(daemon=True, name="housekeeper")
-        self.gw = gw
-        self.stopped = threading.Event()
+    def __init__(self, name: str, seconds: float, step, stopped: threading.Event):
+        super().__init__(daemon=True, name=name)
+        self.seconds, self.step, self.stopped = seconds, step, stopped
 
     def run(self) -> None:
-        s = self.gw.settings
-        while not self.stopped.wait(s.reconcile_seconds):
-            for step in (lambda: reconcile(self.gw.celery, self.gw.db,
-                                           lease_seconds=s.lease_seconds,
-                                           grace_seconds=max(s.reconcile_seconds, 5.0),
-                                           broker_url=s.broker_url,
-                                           max_attempts=s.max_attempts),
-                         lambda: fire_due(self.gw),
-                         lambda: deliver_callbacks(self.gw)):
-                try:
-                    step()
-                except Exception:
-                    log.exception("housekeeping step failed; retrying next pass")
+        while not self.stopped.wait(self.seconds):
+            try:
+                self.step()
+            except Exception:
+                log.exception("%s failed; retrying next pass", self.name)
+
+
+def housekeeping(gw: Gateway, stopped: threading.Event, callbacks: CallbackSender):
+    s = gw.settings
+    return [Periodic("reconciler", s.reconcile_seconds,
+                     lambda: reconcile(gw.celery, gw.db, lease_seconds=s.lease_seconds,
+                                       grace_seconds=max(s.reconcile_seconds, 5.0),
+                                       broker_url=s.broker_url, max_attempts=s.max_attempts),
+                     stopped),
+            Periodic("scheduler", s.reconcile_seconds, lambda: fire_due(gw), stopped),
+            Periodic("callbacks", s.reconcile_seconds, callbacks.dispatch, stopped)]
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -59,10 +64,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        housekeeper = Housekeeper(gw)
-        housekeeper.start()
+        stopped, callbacks = threading.Event(), CallbackSender(gw)
+        for thread in housekeeping(gw, stopped, callbacks):
+            thread.start()
         yield
-        housekeeper.stopped.set()
+        stopped.set()
+        callbacks.close()
         gw.db.dispose()
 
     app = FastAPI(title="Robustness audit service", version="1",
@@ -72,7 +79,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                   # Operation ids are the route functions' names: submit_audit, get_report, ...
                   generate_unique_id_function=lambda route: route.name)
     app.state.gw = gw
-    app.state.admin_key = ensure_admin_key(settings, gw.db)
+    app.state.admin_key, app.state.admin_key_generated = ensure_admin_key(settings, gw.db)
     app.state.metrics = Metrics(gw.db)
     app.middleware("http")(app.state.metrics.middleware())
     problems.install(app)

@@ -2,12 +2,14 @@
 
 `ROBUSTNESS_ADMIN_KEY` is an admin key of the default tenant; without it the gateway creates
 one on first start, keeps it in `ROBUSTNESS_HOME/admin.key` (mode 0600) and `robustness serve`
-prints it. Anonymous calls are refused unless `ROBUSTNESS_ALLOW_ANONYMOUS=1`, and even then
+prints it that once. A key from the environment, or one already in the file, is shown only as
+a fingerprint, so it never reaches a container's logs. Anonymous calls are refused unless `ROBUSTNESS_ALLOW_ANONYMOUS=1`, and even then
 only from the loopback interface (local development), with read and submit scopes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from pathlib import Path
@@ -29,19 +31,25 @@ def admin_key_file(settings: GatewaySettings) -> Path:
     return settings.home / "admin.key"
 
 
-def ensure_admin_key(settings: GatewaySettings, db: Database) -> str:
-    """The admin key to print: the configured one, else the one generated on first start."""
+def ensure_admin_key(settings: GatewaySettings, db: Database) -> tuple[str, bool]:
+    """The admin key (the configured one, else the one generated on first start) and whether
+    it was generated just now: the only time it may be printed."""
     if settings.admin_key:
-        return settings.admin_key
+        return settings.admin_key, False
     path = admin_key_file(settings)
     if path.is_file():
-        return path.read_text().strip()
+        return path.read_text().strip(), False
     token, _ = create_key(db, DEFAULT_TENANT, SCOPES, name="admin (generated)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
-    return token
+    return token, True
+
+
+def fingerprint(token: str) -> str:
+    """What logs may show of a key: enough to tell two keys apart, nothing to use one."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -100,10 +108,24 @@ def require(scope: str):
               _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
               ) -> Principal:
         return authorize(request, scope)
-    check.scope = scope  # read by service.json_body, which checks it before the body
+    check.scope = scope  # read by service.request_body, which checks it before the body
     return check
+
+
+def is_operator(who: Principal) -> bool:
+    """The operator: an admin key of the default tenant (`ROBUSTNESS_ADMIN_KEY` among them).
+    It manages every tenant's keys; another tenant's admin key manages its own tenant's."""
+    return "admin" in who.scopes and who.tenant == DEFAULT_TENANT
+
+
+def operator(who: Annotated[Principal, Depends(require("admin"))]) -> Principal:
+    if not is_operator(who):
+        raise Problem(403, f"only the operator's admin keys (tenant '{DEFAULT_TENANT}') may "
+                           f"do this; this key is an admin of tenant '{who.tenant}' alone")
+    return who
 
 
 Reader = Annotated[Principal, Depends(require("read"))]
 Submitter = Annotated[Principal, Depends(require("submit"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+Operator = Annotated[Principal, Depends(operator)]

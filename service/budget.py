@@ -25,11 +25,17 @@ def audit_passes(spec) -> int | None:
 
 
 def training_passes(spec) -> int | None:
+    """Every pass a training makes: its method's on the training data, and the held-out
+    monitors' every epoch (clean, FGSM and PGD with restarts), the teacher's epochs included."""
     n = _examples(spec.dataset)
     if n is None:
         return None
     r = spec.resolved()
     per_epoch = n * ((spec.attack_steps + 1) if spec.method in ADVERSARIAL else 1)
+    v = spec.validation
+    robust_monitor = bool(spec.monitor_epsilon) and v.n > 0
+    # clean and FGSM evaluations (4 passes) plus PGD's steps × restarts, per held-out example
+    per_epoch += v.n * ((v.steps * v.restarts + 4) if robust_monitor else 1)
     epochs = spec.epochs + (r.get("teacher_epochs") or 0)
     return per_epoch * epochs
 

@@ -79,17 +79,28 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.auth import admin_key_file, fingerprint
     from service.settings import get_gateway_settings
 
     settings = get_gateway_settings()
     app = create_app(settings)  # migrates the database before a worker starts
     gw = app.state.gw
     base = f"http://{args.host}:{args.port}"
+    key_file = admin_key_file(settings)
+    # The key itself is printed once, when it is generated; otherwise where to find it.
+    if app.state.admin_key_generated:
+        shown, export = (f"{app.state.admin_key}  (generated; kept in {key_file}, printed "
+                         f"only this once)"), app.state.admin_key
+    elif settings.admin_key:
+        shown = f"from ROBUSTNESS_ADMIN_KEY ({fingerprint(settings.admin_key)})"
+        export = '"$ROBUSTNESS_ADMIN_KEY"'
+    else:
+        shown = f"in {key_file} ({fingerprint(app.state.admin_key)})"
+        export = f'"$(cat {key_file})"'
     lines = [f"robustness service on {base} (docs: {base}/docs)",
              f"  state: {settings.home}  database: {gw.db.engine.url.render_as_string()}",
              f"  broker: {'embedded (SQLite)' if settings.embedded_broker else 'Redis'}",
-             f"  admin API key: {app.state.admin_key}"
-             + ("" if settings.admin_key else f"  (kept in {settings.home / 'admin.key'})")]
+             f"  admin API key: {shown}"]
     if args.demo:
         from service.demo import register_file, train_demo
 
@@ -99,7 +110,7 @@ def cmd_serve(args) -> int:
         body = json.dumps({"model_id": model_id, **audit})
         lines += [f"  demo model: {model_id} ({metadata['name']})",
                   "  launch a demo audit:",
-                  f"    export KEY={app.state.admin_key}",
+                  f"    export KEY={export}",
                   (f"    curl -s -X POST {base}/v1/audits -H \"Authorization: Bearer $KEY\" "
                    f"-H 'Content-Type: application/json' -d '{body}'"),
                   (f"  then: curl -s -H \"Authorization: Bearer $KEY\" {base}/v1/audits/<id>"

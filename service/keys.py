@@ -68,13 +68,20 @@ def authenticate(db: Database, token: str) -> Principal | None:
     return Principal(record.id, record.tenant, frozenset(record.scopes))
 
 
-def list_keys(db: Database) -> list[ApiKeyRecord]:
+def list_keys(db: Database, tenant: str | None = None) -> list[ApiKeyRecord]:
+    """Every key, or one tenant's."""
+    query = select(ApiKeyRecord).order_by(ApiKeyRecord.created_at)
+    if tenant is not None:
+        query = query.where(ApiKeyRecord.tenant == tenant)
     with db.session() as s:
-        return list(s.execute(select(ApiKeyRecord).order_by(ApiKeyRecord.created_at)).scalars())
+        return list(s.execute(query).scalars())
 
 
-def revoke_key(db: Database, key_id: str) -> bool:
+def revoke_key(db: Database, key_id: str, tenant: str | None = None) -> bool:
+    """Revoke an active key (of `tenant`, when given); False if there is no such key."""
+    where = [ApiKeyRecord.id == key_id, ApiKeyRecord.revoked_at.is_(None)]
+    if tenant is not None:
+        where.append(ApiKeyRecord.tenant == tenant)
     with db.session.begin() as s:
-        return s.execute(update(ApiKeyRecord).where(ApiKeyRecord.id == key_id,
-                                                    ApiKeyRecord.revoked_at.is_(None))
+        return s.execute(update(ApiKeyRecord).where(*where)
                          .values(revoked_at=utcnow())).rowcount == 1

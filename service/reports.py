@@ -36,6 +36,9 @@ def select_columns(report: dict, attack: str | None, epsilon: float | None) -> l
         # double as in the report's JSON), else the nearest within rounding noise.
         chosen = ([c for c in chosen if c["epsilon"] == epsilon]
                   or [c for c in chosen if _eps_matches(c["epsilon"], epsilon)])
+        if attack is not None and len(chosen) > 1:
+            # A report stored before near-duplicate ε were refused: the nearest column.
+            chosen = [min(chosen, key=lambda c: abs(c["epsilon"] - epsilon))]
         if not chosen:
             raise Problem(422, f"epsilon: {epsilon:g} is not in this report's grid"
                                f"{' for ' + attack if attack else ''}: "

@@ -50,7 +50,10 @@ class Progress(Body):
 
 class Callback(Body):
     url: str
-    status: str | None = None
+    status: Literal["delivered", "failed", "blocked"] | None = Field(
+        default=None, description="none yet (pending or retrying), delivered (a 2xx), failed "
+        "(no 2xx after 3 attempts) or blocked (the URL is not one callbacks may reach); the "
+        "receiver's own answer is not shown")
     attempts: int
 
 

@@ -17,14 +17,31 @@ class GatewaySettings(Settings):
                                   "unauthenticated calls from loopback get read and submit")
 
     # Limits on what is accepted, checked before anything is stored or queued.
-    max_upload_bytes: int = 512 * 1024 * 1024
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, description="largest model "
+                                  "file; an upload is counted as it streams")
+    max_json_bytes: int = Field(default=1024 * 1024, description="largest JSON body (a spec); "
+                                "larger ones are refused before they are parsed")
     max_job_passes: int = Field(default=10**10, description="refuse jobs needing more example "
                                 "forward+backward passes than this (n × steps × restarts × ε "
                                 "for audits, n × epochs × steps for trainings)")
     max_batch_size: int = Field(default=4096, description="largest batch a job may ask for: "
                                 "bounds a worker's memory per job")
     callback_hosts: str | None = Field(default=None, description="comma-separated hosts that "
-                                       "schedule callbacks may call; unset: any host")
+                                       "schedule callbacks may call, internal ones included; "
+                                       "unset: public addresses only")
+    callback_ports: str = Field(default="80,443,8080,8443", description="ports callbacks to "
+                                "public addresses may use")
+    callback_seconds: float = Field(default=10.0, gt=0, description="overall deadline of one "
+                                    "callback delivery: connect, send and the answer's "
+                                    "status line")
+
+    # Per-tenant quotas (service.quotas).
+    max_models_per_tenant: int = Field(default=1000, ge=0)
+    max_schedules_per_tenant: int = Field(default=100, ge=0)
+    max_unfinished_jobs_per_tenant: int = Field(default=200, ge=0, description="queued or "
+                                                "running jobs a tenant may have at once")
+    min_schedule_minutes: float = Field(default=5.0, ge=0, description="shortest interval "
+                                        "between two firings of a schedule")
 
     # Housekeeping: how often lost jobs are looked for, and how often a job may lose its
     # worker before it fails.

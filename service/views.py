@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from service.callbacks import shown_status
 from service.routes import V1
 from store.db import JobRecord, ModelRecord
 from store.kinds import KINDS, JobKind
@@ -52,7 +53,7 @@ def job_view(job: JobRecord) -> dict:
     if kind.shows_schedule:
         out["schedule_id"] = job.schedule_id
     if job.callback_url:
-        out["callback"] = {"url": job.callback_url, "status": job.callback_status,
+        out["callback"] = {"url": job.callback_url, "status": shown_status(job.callback_status),
                            "attempts": job.callback_attempts}
     if kind.shows_history:
         out["history"] = job.history or []

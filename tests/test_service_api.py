@@ -27,10 +27,10 @@ AUDIT = {"dataset": {"name": "digits", "n": 20}, "attacks": [{"name": "fgsm"}],
 
 @pytest.fixture
 def settings(tmp_path):
-    # The tests drive reconcile/fire_due/deliver_callbacks themselves: keep the gateway's own
-    # housekeeping thread from racing them.
+    # The tests drive reconcile/fire_due/callbacks themselves: keep the gateway's own
+    # housekeeping threads from racing them. Callbacks go to the test's own receiver.
     return Settings(home=tmp_path, max_upload_bytes=2_000_000, reconcile_seconds=3600,
-                    admin_key=ADMIN_KEY)
+                    admin_key=ADMIN_KEY, callback_hosts="127.0.0.1")
 
 
 ADMIN_KEY = "test-admin-key"
@@ -225,7 +225,8 @@ def test_schedules_fire_ordinary_audits_and_call_back(client, weights):
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from service.schedules import deliver_callbacks, fire_due
+    from service.callbacks import CallbackSender
+    from service.schedules import fire_due
 
     received = []
 
@@ -265,9 +266,13 @@ def test_schedules_fire_ordinary_audits_and_call_back(client, weights):
             schedule["next_run_at"]
         # The audit ends (cancelled here: no worker runs in this test): the hook hears of it.
         client.post(f"/v1/audits/{audit_id}/cancel")
-        assert deliver_callbacks(gw) == 1 and deliver_callbacks(gw) == 0
+        sender = CallbackSender(gw)
+        assert sender.dispatch() == 1
+        sender.pool.shutdown(wait=True)  # the delivery ran on the sender's own pool
+        assert CallbackSender(gw).dispatch() == 0
         assert received[0]["id"] == audit_id and received[0]["status"] == "cancelled"
-        assert client.get(f"/v1/audits/{audit_id}").json()["callback"]["status"] == "204"
+        assert client.get(f"/v1/audits/{audit_id}").json()["callback"] == {
+            "url": body["callback_url"], "status": "delivered", "attempts": 1}
         assert client.delete(f"/v1/schedules/{schedule['id']}").status_code == 204
         assert_problem(client.get(f"/v1/schedules/{schedule['id']}"), 404)
     finally:
@@ -338,7 +343,7 @@ def test_worker_side_limits_and_missing_data_fail_the_job_with_a_reason(tmp_path
                             model_id)
     assert run_job(ctx, mnist.id) == "failed"
     error = transitions.get_job(ctx.db, mnist.id).error
-    assert "no-data" in error and "internal error" not in error
+    assert "in <data root>/MNIST/raw" in error and "internal error" not in error
     assert run_job(ctx, mnist.id).startswith("not claimable")
 
 

@@ -302,7 +302,7 @@ def test_stopping_robustness_serve_stops_its_worker(tmp_path):
     svc = Service(tmp_path, {}, split=False).start()
     try:
         log = svc.logs["gateway"].read_text()
-        assert "admin API key: e2e-admin-key" in log  # what `make run` shows a new user
+        assert "admin API key: from ROBUSTNESS_ADMIN_KEY (sha256:" in log
         worker = int(re.findall(r"child process (\d+)", log)[-1])
         os.kill(worker, 0)  # running
         svc.procs["gateway"].send_signal(signal.SIGTERM)

@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 from store import transitions
 from store.kinds import KINDS, JobKind
@@ -117,7 +118,18 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         else:
             log.error("job %s failed:\n%s", job_id, traceback.format_exc())
             reason = f"internal error ({type(exc).__name__}: {exc})"
+        reason = without_server_paths(reason, ctx.settings)
         transitions.finish(ctx.db, job_id, token, "failed", error=reason[:4000])
         return "failed"
     finally:
         beat.done.set()
+
+
+def without_server_paths(message: str, settings) -> str:
+    """A failure reason as a tenant may read it: the server's folders named, not spelled out
+    (the data root's files are still named relative to it, which is all a user can act on)."""
+    for folder, name in ((settings.data_root, "<data root>"), (settings.home, "<service home>")):
+        for spelled in {str(folder), str(Path(folder).resolve())}:
+            if spelled not in ("", "."):
+                message = message.replace(spelled.rstrip("/"), name)
+    return message

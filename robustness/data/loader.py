@@ -38,7 +38,7 @@ def load_dataset(spec: DatasetSpec, root: str | os.PathLike | None = None) -> Lo
         "n": int(indices.shape[0]),
         "offset": spec.offset,
         "seed": spec.seed,
-        "path": str(source.path),
+        "path": _shown(source.path, base),
         "split_size": source.size,
         "shape": list(x.shape[1:]),
         "num_classes": num_classes,
@@ -70,6 +70,15 @@ def _source(spec: DatasetSpec, base: Path) -> Source:
                         f"examples, not the published {expected}; the files are not the "
                         f"original release")
     return source
+
+
+def _shown(path, base: Path) -> str:
+    """A source's path as reports show it: relative to the data root when under it, so that a
+    report says which files were read without disclosing the server's folders."""
+    try:
+        return str(Path(path).relative_to(base))
+    except ValueError:  # not a file under the root (digits), or a library user's own path
+        return str(path)
 
 
 def _user_path(base: Path, path: str | None) -> Path:

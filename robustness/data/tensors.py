@@ -28,7 +28,7 @@ from .base import Source
 def tensors_source(path: Path) -> Source:
     if not path.is_file():
         raise DataError(f"dataset.path: file {path} not found (an .npz or .safetensors file "
-                        f"with arrays x and y, relative to the data root or absolute)")
+                        f"with arrays x and y; a relative path is read under the data root)")
     kind = detect_format(path)
     if kind == "npz":
         x, y, classes = _read_npz(path)

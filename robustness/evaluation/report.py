@@ -108,7 +108,7 @@ def build_report(spec, data, records, *, device, model_info: dict, seconds: floa
             "minimal_norm": minimal_cols,
         },
         "provenance": {
-            "versions": versions(), "platform": platform.platform(),
+            "versions": versions(), "platform": f"{platform.system()} {platform.machine()}",
             "device": str(device), "threads": torch.get_num_threads(), "seed": spec.seed,
             "attacks": resolved_attacks(spec),
             "seconds": seconds, "attack_seconds": records.seconds,

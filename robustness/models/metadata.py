@@ -8,7 +8,7 @@ the checkpoint so that the wrapper can apply it *inside* the model and attacks s
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,8 +23,8 @@ class _Strict(BaseModel):
 class Preprocessing(_Strict):
     """Per-channel normalization ``(x - mean) / std`` applied to inputs in [0, 1]."""
 
-    mean: list[float]
-    std: list[float]
+    mean: list[float] = Field(max_length=64)
+    std: list[float] = Field(max_length=64)
 
     @field_validator("mean")
     @classmethod
@@ -51,12 +51,13 @@ class Preprocessing(_Strict):
 
 
 class ModelMetadata(_Strict):
-    name: str | None = None
-    architecture: str | None = None
+    name: str | None = Field(default=None, max_length=200)
+    architecture: str | None = Field(default=None, max_length=200)
     num_classes: int | None = None
-    input_shape: list[int] | None = None
+    input_shape: list[int] | None = Field(default=None, max_length=4)
     preprocessing: Preprocessing | None = None
-    labels: list[str] | None = None
+    labels: list[Annotated[str, Field(max_length=200)]] | None = Field(default=None,
+                                                                       max_length=100_000)
     accuracy: float | None = Field(default=None, ge=0, le=1, description="the clean "
                                    "accuracy the model is declared to reach (a model card's "
                                    "figure); the preprocessing check compares the audit's")

@@ -60,10 +60,11 @@ class ValidationSpec(Strict):
 
 class TrainingSpec(Strict):
     name: str | None = Field(default=None, max_length=200, description="name in the model card")
-    architecture: str = Field(description="registry name, e.g. madry_mnist, wong_mnist, "
+    architecture: str = Field(max_length=200, description="registry name, e.g. madry_mnist, wong_mnist, "
                               "preact_resnet18, torchvision:resnet18")
     num_classes: int | None = Field(default=None, ge=2, description="default: from the data")
-    input_shape: list[int] | None = Field(default=None, description="default: from the data")
+    input_shape: list[int] | None = Field(default=None, max_length=4,
+                                          description="default: from the data")
     preprocessing: Preprocessing | None = None
     dataset: TrainingDatasetSpec
     method: Literal["standard", "fgsm", "pgd", "trades", "distillation"]
@@ -83,7 +84,7 @@ class TrainingSpec(Strict):
                                description="trades: weight of the robustness term, default 6")
     temperature: float | None = Field(default=None, ge=1, le=1000, allow_inf_nan=False,
                                       description="distillation: default 100")
-    teacher_model_id: str | None = Field(default=None, description="distillation: a registered "
+    teacher_model_id: str | None = Field(default=None, max_length=100, description="distillation: a registered "
                                          "teacher (service); default: train one in this job")
     teacher_epochs: int | None = Field(default=None, gt=0, le=1000,
                                        description="distillation: default `epochs`")

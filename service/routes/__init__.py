@@ -2,11 +2,11 @@
 
 from fastapi import APIRouter
 
-from service.json_body import JSONBodyRoute
+from service.request_body import BodyRoute
 
 V1 = "/v1"  # the API's version prefix: every route but /metrics is under it
 
 
 def resource(prefix: str, tag: str) -> APIRouter:
-    """A resource's router: JSON bodies are read as JSON whatever their Content-Type."""
-    return APIRouter(prefix=prefix, tags=[tag], route_class=JSONBodyRoute)
+    """A resource's router: bodies are read only from a known caller, within their limit."""
+    return APIRouter(prefix=prefix, tags=[tag], route_class=BodyRoute)

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from service.auth import Reader, Submitter
 from service.gateway import Gateway, GatewayDep
 from service.problems import Problem
+from service.quotas import check_unfinished_jobs
 from service.schemas import Job, JobPage, JobStatus
 from service.views import job_path, job_view
 from store import transitions
@@ -51,6 +52,7 @@ def submit(gw: Gateway, response: Response, tenant: str, kind: JobKind, spec,
         raise Problem(422, "Idempotency-Key: must be 1 to 200 characters")
     replay = _replay(gw, tenant, kind, idempotency_key, body)
     if replay is None:
+        check_unfinished_jobs(gw, tenant)
         try:
             job = transitions.create_job(gw.db, kind.name, body, model_id, tenant=tenant,
                                          idempotency_key=idempotency_key)

@@ -22,6 +22,7 @@ from robustness.models.registry import check_architecture, default_input_shape
 from service.auth import Reader, Submitter
 from service.gateway import Gateway, GatewayDep
 from service.problems import Problem
+from service.quotas import check_models
 from service.routes import resource
 from service.routes.listing import get_or_404, page
 from service.schemas import Model, ModelPage
@@ -58,12 +59,14 @@ def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2
                                                       "num_classes, input_shape, "
                                                       "preprocessing, labels")] = None):
     meta = _metadata(metadata)
+    check_models(gw, who.tenant)
 
     def chunks():
         while block := file.file.read(CHUNK):
             yield block
 
-    # The server has spooled the upload to a temporary file; copy it in chunks while hashing
+    # The server has spooled the upload (after the key was checked, and counted against the
+    # limit as it streamed) to a temporary file; copy it in chunks while hashing
     # (a sync route, so this runs in the thread pool, not on the event loop).
     try:
         sha, size, new = gw.store.put_chunks(chunks(), gw.settings.max_upload_bytes)

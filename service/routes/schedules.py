@@ -12,8 +12,10 @@ from pydantic import Field, field_validator
 from robustness.spec import AuditSpec, Strict
 from service.auth import Reader, Submitter
 from service.budget import audit_passes, check_batch_sizes, check_budget
+from service.callbacks import Blocked, check_url
 from service.gateway import GatewayDep
 from service.problems import Problem
+from service.quotas import check_cron_interval, check_schedules
 from service.routes import V1, resource
 from service.routes.job_resource import require_model
 from service.routes.listing import get_or_404, page
@@ -55,18 +57,6 @@ class ScheduleSpec(Strict):
         return v
 
 
-def check_callback_host(url: str | None, allowed: str | None) -> None:
-    """With ROBUSTNESS_CALLBACK_HOSTS set, callbacks go only to those hosts: the gateway must
-    not be a way to reach internal services (SSRF)."""
-    if url is None or not allowed:
-        return
-    hosts = {h.strip().lower() for h in allowed.split(",") if h.strip()}
-    host = (httpx.URL(url).host or "").lower()
-    if host not in hosts:
-        raise Problem(422, f"callback_url: host {host!r} is not among the allowed callback "
-                           f"hosts (ROBUSTNESS_CALLBACK_HOSTS)")
-
-
 def view(r: ScheduleRecord) -> dict:
     return {"id": r.id, "cron": r.cron, "audit": r.audit, "callback_url": r.callback_url,
             "next_run_at": iso(r.next_run_at), "last_run_at": iso(r.last_run_at),
@@ -79,7 +69,11 @@ def view(r: ScheduleRecord) -> dict:
              response_model=Schedule)
 def create_schedule(spec: ScheduleSpec, gw: GatewayDep, who: Submitter,
                     response: Response) -> dict:
-    check_callback_host(spec.callback_url, gw.settings.callback_hosts)
+    if spec.callback_url is not None:
+        try:
+            check_url(spec.callback_url, gw.settings)
+        except Blocked as exc:
+            raise Problem(422, str(exc)) from None
     audit = spec.audit
     confine_dataset_path(audit.dataset)
     check_batch_sizes(audit, gw.settings.max_batch_size)
@@ -87,6 +81,8 @@ def create_schedule(spec: ScheduleSpec, gw: GatewayDep, who: Submitter,
                  "audit.dataset.n, steps, restarts or the ε grid")
     require_model(gw, who.tenant, audit.model_id, "audit.model_id")
     now = utcnow()
+    check_cron_interval(gw, spec.cron, now)
+    check_schedules(gw, who.tenant)
     record = ScheduleRecord(id=new_id("sch"), tenant=who.tenant, cron=spec.cron,
                             audit=audit.model_dump(mode="json", exclude_unset=True),
                             callback_url=spec.callback_url, next_run_at=next_fire(spec.cron, now),

@@ -24,7 +24,7 @@ def submit_training(spec: TrainingSpec, gw: GatewayDep, who: Submitter, response
     confine_dataset_path(spec.dataset)
     check_batch_sizes(spec, gw.settings.max_batch_size)
     check_budget(training_passes(spec), gw.settings.max_job_passes, "training",
-                 "dataset.n, epochs or steps")
+                 "dataset.n, epochs, steps or validation (n, steps, restarts)")
     if spec.teacher_model_id is not None:
         require_model(gw, who.tenant, spec.teacher_model_id, "teacher_model_id")
     return submit(gw, response, who.tenant, TRAINING, spec, None, idempotency_key)

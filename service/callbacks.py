@@ -1,0 +1,241 @@
+"""Completion callbacks: POSTed by the gateway (workers may have no way out of their network),
+on a small pool of their own, each with an overall deadline, to public addresses only.
+
+A tenant chooses the URL, so a callback is a request the gateway makes on a stranger's
+behalf. Three rules keep it from being more:
+
+- **Public addresses only**: the name is resolved, every address is checked (loopback,
+  private, link-local, cloud metadata, multicast, reserved and unspecified are refused,
+  IPv4-mapped IPv6 included), and the connection goes to the checked address. A second
+  lookup, which DNS rebinding would answer differently, never happens. Ports other than
+  `ROBUSTNESS_CALLBACK_PORTS` [80, 443, 8080, 8443] are refused too. An operator who sets
+  `ROBUSTNESS_CALLBACK_HOSTS` allows those hosts alone, internal ones included, on any port.
+- **An overall deadline** (`ROBUSTNESS_CALLBACK_SECONDS` [10]): connect, send and the status
+  line together, however slowly a receiver trickles its answer.
+- **A coarse outcome**: the tenant sees `delivered`, `failed` or `blocked`, never the
+  receiver's status code or the error, which would make the gateway a port scanner. The
+  gateway's log keeps the detail.
+
+The request is written by hand over a socket (TLS with the URL's host name for SNI and
+certificate checks): only a socket the gateway opened itself can be closed at a deadline.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+from sqlalchemy import select, update
+
+from store.db import FINAL_STATES, JobRecord
+
+log = logging.getLogger(__name__)
+ATTEMPTS = 3
+DEFAULT_PORTS = "80,443,8080,8443"
+# What a tenant sees of a delivery; the stored value is one of these.
+DELIVERED, FAILED, BLOCKED = "delivered", "failed", "blocked"
+METADATA_ADDRESSES = {ipaddress.ip_address("169.254.169.254"),
+                      ipaddress.ip_address("fd00:ec2::254")}
+
+
+class Blocked(Exception):
+    """The URL points where callbacks may not go; retrying will not help."""
+
+
+def _allowed_hosts(settings) -> set[str]:
+    return {h.strip().lower() for h in (settings.callback_hosts or "").split(",") if h.strip()}
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not (address in METADATA_ADDRESSES or address.is_private or address.is_loopback
+                or address.is_link_local or address.is_multicast or address.is_reserved
+                or address.is_unspecified or not address.is_global)
+
+
+def _literal_address(host: str):
+    """The address a host name spells by itself (`127.1`, `0x7f000001`, `2130706433` and
+    `[::ffff:127.0.0.1]` included, as the C resolver reads them), else None."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    try:
+        return ipaddress.ip_address(socket.inet_aton(host))  # IPv4 shorthands
+    except (OSError, ValueError):
+        return None
+
+
+def check_url(url: str, settings) -> None:
+    """At submission: refuse what is refused whatever DNS says (a host not allowlisted, an
+    address literal that is not public, a port not allowed). Names are checked again,
+    resolved, at delivery."""
+    host, port = _host_port(url)
+    allowed = _allowed_hosts(settings)
+    if allowed:
+        if host not in allowed:
+            raise Blocked(f"callback_url: host {host!r} is not among the allowed callback "
+                          f"hosts (ROBUSTNESS_CALLBACK_HOSTS)")
+        return
+    address = _literal_address(host)
+    if host == "localhost" or host.endswith(".localhost") or (
+            address is not None and not _public(address)):
+        raise Blocked(f"callback_url: {host!r} is not a public address (set "
+                      f"ROBUSTNESS_CALLBACK_HOSTS to allow an internal receiver)")
+    ports = {int(p) for p in settings.callback_ports.split(",") if p.strip()}
+    if port not in ports:
+        raise Blocked(f"callback_url: port {port} is not allowed (ROBUSTNESS_CALLBACK_PORTS: "
+                      f"{settings.callback_ports})")
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    return host, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def resolve_checked(url: str, settings) -> tuple[str, int]:
+    """The address to connect to: the URL's host resolved once, every answer public (or the
+    host allowlisted)."""
+    check_url(url, settings)
+    host, port = _host_port(url)
+    try:
+        answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve {host!r}: {exc}") from None
+    addresses = [ipaddress.ip_address(a[4][0].split("%")[0]) for a in answers]
+    if not _allowed_hosts(settings):
+        bad = [str(a) for a in addresses if not _public(a)]
+        if bad:
+            raise Blocked(f"{host} resolves to {', '.join(bad)}, which is not public")
+    return str(addresses[0]), port
+
+
+def post_json(url: str, body: dict, settings, deadline_seconds: float) -> int:
+    """POST `body` and return the status code, all within `deadline_seconds`."""
+    deadline = time.monotonic() + deadline_seconds
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no answer within the {deadline_seconds:g} s deadline")
+        return remaining
+
+    address, port = resolve_checked(url, settings)
+    parts = urlsplit(url)
+    sock = socket.create_connection((address, port), timeout=left())
+    try:
+        if parts.scheme == "https":
+            sock = ssl.create_default_context().wrap_socket(sock,
+                                                            server_hostname=parts.hostname)
+        payload = json.dumps(body).encode()
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        head = (f"POST {target} HTTP/1.1\r\nHost: {parts.netloc.rpartition('@')[2]}\r\n"
+                f"User-Agent: robustness-callbacks\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
+        sock.settimeout(left())
+        sock.sendall(head + payload)
+        answer = b""
+        while b"\r\n" not in answer:  # only the status line matters
+            sock.settimeout(left())
+            block = sock.recv(1024)
+            if not block:
+                break
+            answer += block
+            if len(answer) > 8192:
+                break
+        status_line = answer.split(b"\r\n", 1)[0].split()
+        if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/") \
+                or not status_line[1].isdigit():
+            raise OSError("the receiver did not answer with an HTTP status line")
+        return int(status_line[1])
+    finally:
+        sock.close()
+
+
+class CallbackSender:
+    """Claims due deliveries (one attempt at a time per job) and runs them on its own pool,
+    so a slow receiver holds one of its threads for at most the deadline, and nothing else."""
+
+    def __init__(self, gw, threads: int = 4):
+        self.gw = gw
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="callback")
+        self.in_flight: set[str] = set()
+        self.lock = threading.Lock()
+
+    def dispatch(self) -> int:
+        """Start every due delivery not already in flight; returns how many started."""
+        with self.gw.db.session() as s:
+            pending = list(s.execute(select(JobRecord).where(
+                JobRecord.callback_url.is_not(None), JobRecord.status.in_(FINAL_STATES),
+                JobRecord.callback_status.is_(None),
+                JobRecord.callback_attempts < ATTEMPTS)).scalars())
+        started = 0
+        for job in pending:
+            with self.lock:
+                if job.id in self.in_flight:
+                    continue
+                self.in_flight.add(job.id)
+            if not self._claim(job):
+                with self.lock:
+                    self.in_flight.discard(job.id)
+                continue
+            self.pool.submit(self._deliver, job, job.callback_attempts + 1)
+            started += 1
+        return started
+
+    def _claim(self, job: JobRecord) -> bool:
+        """Count this attempt first (a conditional UPDATE): one gateway makes it."""
+        with self.gw.db.session.begin() as s:
+            return s.execute(update(JobRecord).where(
+                JobRecord.id == job.id, JobRecord.callback_status.is_(None),
+                JobRecord.callback_attempts == job.callback_attempts)
+                .values(callback_attempts=job.callback_attempts + 1)).rowcount == 1
+
+    def _deliver(self, job: JobRecord, attempt: int) -> None:
+        from service.views import job_view  # views shows this module's statuses
+
+        settings = self.gw.settings
+        try:
+            try:
+                code = post_json(job.callback_url, job_view(job), settings,
+                                 settings.callback_seconds)
+                outcome = DELIVERED if 200 <= code < 300 else None
+                detail = f"HTTP {code}"
+            except Blocked as exc:
+                outcome, detail = BLOCKED, str(exc)
+            except Exception as exc:  # noqa: BLE001 - any failure of the receiver is an attempt
+                outcome, detail = None, f"{type(exc).__name__}: {exc}"
+            if outcome is None and attempt >= ATTEMPTS:
+                outcome = FAILED
+            if outcome is not None:
+                with self.gw.db.session.begin() as s:
+                    s.execute(update(JobRecord).where(JobRecord.id == job.id)
+                              .values(callback_status=outcome))
+            if outcome != DELIVERED:
+                log.warning("callback of %s to %s, attempt %d: %s", job.id, job.callback_url,
+                            attempt, detail)
+        except Exception:
+            log.exception("callback of %s failed to record", job.id)
+        finally:
+            with self.lock:
+                self.in_flight.discard(job.id)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def shown_status(stored: str | None) -> str | None:
+    """What a tenant sees of a delivery (rows written before the coarse statuses held the
+    receiver's status code or error text)."""
+    if stored is None or stored in (DELIVERED, FAILED, BLOCKED):
+        return stored
+    return DELIVERED if stored[:1].isdigit() else FAILED

@@ -1,0 +1,513 @@
+"""Issue 13's probes, performed as an outsider or a tenant would against a real gateway
+process (and its worker, and a local receiver, where the attack needs one). Each test
+reproduces an attack that succeeded before its fix."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from tests.service_processes import ADMIN_KEY, Service
+
+LIMIT = 20_000_000  # ROBUSTNESS_MAX_UPLOAD_BYTES of the gateway under test
+CHUNK = b"\0" * (1 << 20)
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+QUOTAS = {"ROBUSTNESS_MAX_MODELS_PER_TENANT": "2", "ROBUSTNESS_MAX_SCHEDULES_PER_TENANT": "3",
+          "ROBUSTNESS_MAX_UNFINISHED_JOBS_PER_TENANT": "2"}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """`robustness serve` (gateway and its child worker) whose temporary files go where the
+    test can weigh them."""
+    home = tmp_path_factory.mktemp("hardening")
+    (home / "tmp").mkdir()
+    svc = Service(home, {"TMPDIR": str(home / "tmp"),
+                         "ROBUSTNESS_MAX_UPLOAD_BYTES": str(LIMIT), **QUOTAS}, split=False)
+    try:
+        yield svc.start()
+    finally:
+        svc.stop()
+
+
+@pytest.fixture(scope="module")
+def model_id(gateway, digits_model, tmp_path_factory):
+    import json
+
+    import httpx
+
+    from robustness.models import save_state_dict
+    from tests.service_processes import METADATA
+
+    path = tmp_path_factory.mktemp("model") / "digits.safetensors"
+    save_state_dict(digits_model.net, path)
+    with open(path, "rb") as f:
+        r = httpx.post(f"{gateway.url}/v1/models", headers=AUTH, timeout=60,
+                       files={"file": ("digits.safetensors", f)},
+                       data={"metadata": json.dumps(METADATA)})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _disk_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except FileNotFoundError:  # a spool file deleted while we looked
+            pass
+    return total
+
+
+class Weigher(threading.Thread):
+    """Samples how many bytes the gateway holds on disk (temporary files, artifact store)."""
+
+    def __init__(self, home: Path):
+        super().__init__(daemon=True)
+        self.home, self.peak, self.stopped = home, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.peak = max(self.peak, _disk_bytes(self.home / "tmp")
+                            + _disk_bytes(self.home / "artifacts"))
+            time.sleep(0.01)
+
+    def __enter__(self) -> Weigher:  # noqa: PYI034
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.join()
+
+
+def send_until_answered(port: int, path: str, headers: dict[str, str], prefix: bytes,
+                        chunked: bool, most: int, timeout: float = 5.0) -> tuple[int, float, int]:
+    """POST as an attacker does: the headers, then zeros streamed until the server answers,
+    closes, or `most` bytes are out. Returns (status, seconds from the headers to the
+    answer, body bytes sent); status 0 if nothing came within `timeout`."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items())
+    head += "Transfer-Encoding: chunked\r\n" if chunked else ""
+    sock.sendall((head + "\r\n").encode())
+    started, sent = time.monotonic(), 0
+
+    def frame(data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
+
+    def stream() -> None:
+        nonlocal sent
+        try:
+            sock.sendall(frame(prefix))
+            while sent < most:
+                sock.sendall(frame(CHUNK))
+                sent += len(CHUNK)
+        except OSError:  # the server answered and closed: what a defended server does
+            pass
+
+    sender = threading.Thread(target=stream, daemon=True)
+    sender.start()
+    sock.settimeout(timeout)
+    answer = b""
+    try:
+        while b"\r\n" not in answer:
+            block = sock.recv(4096)
+            if not block:
+                break
+            answer += block
+    except (TimeoutError, OSError):
+        pass
+    elapsed = time.monotonic() - started
+    sock.close()
+    sender.join(timeout=10)
+    status = int(answer.split(b" ")[1]) if answer.startswith(b"HTTP/") else 0
+    return status, elapsed, sent
+
+
+def multipart_upload(boundary: str = "probe-boundary") -> tuple[dict[str, str], bytes]:
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    prefix = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+              f"filename=\"big.safetensors\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+              ).encode()
+    return headers, prefix
+
+
+THREE_GB = {"Content-Length": str(3 * 10**9)}
+
+
+@pytest.mark.parametrize("who, announced, chunked, status", [
+    ({}, THREE_GB, False, 401),        # no key: refused before a byte of the body is read
+    ({}, {}, True, 401),               # no key, no length
+    (AUTH, THREE_GB, False, 413),      # a key, but announcing more than the limit
+    (AUTH, {}, True, 413),             # a key and no length: counted as it streams
+], ids=["anonymous", "anonymous-chunked", "oversized", "oversized-chunked"])
+def test_uploads_are_refused_within_a_second_having_stored_less_than_the_limit(
+        gateway, who, announced, chunked, status):
+    headers, prefix = multipart_upload()
+    with Weigher(gateway.home) as weigher:
+        got, seconds, sent = send_until_answered(
+            gateway.port, "/v1/models", {**headers, **who, **announced}, prefix, chunked,
+            most=4 * LIMIT)
+        time.sleep(0.3)  # whatever the gateway spooled is removed once it has answered
+        left = _disk_bytes(gateway.home / "tmp") + _disk_bytes(gateway.home / "artifacts")
+    assert got == status, gateway.tail()
+    assert seconds < 1.0, f"answered after {seconds:.2f} s, having received {sent} bytes"
+    assert weigher.peak < LIMIT, f"the gateway held {weigher.peak} bytes on disk"
+    assert left == 0
+    if status == 401:  # not a byte was spooled for an unknown caller
+        assert weigher.peak == 0
+
+
+@pytest.mark.parametrize("announced, chunked", [({"Content-Length": str(80 * 10**6)}, False),
+                                                ({}, True)], ids=["announced", "chunked"])
+def test_json_bodies_over_a_mebibyte_are_refused_before_they_are_parsed(
+        gateway, announced, chunked):
+    """An 80 MB spec (20 M `taus`) was parsed whole before: gateway memory 0.87 → 2.05 GB."""
+    prefix = b'{"model_id": "mdl_x", "taus": [' + b"0.5," * 1000
+    got, seconds, sent = send_until_answered(
+        gateway.port, "/v1/audits", {"Content-Type": "application/json", **AUTH, **announced},
+        prefix, chunked, most=80 * 10**6)
+    assert (got, seconds < 1.0) == (413, True), (got, seconds, sent)
+    assert sent < 20 * 10**6  # cut off near the limit (plus socket buffers), not read whole
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"taus": [0.5] * 100_000}, "taus"),   # ran before, and was echoed in every job list
+    ({"model_id": "m" * 5000}, "model_id"),
+    ({"attacks": [{"name": "fgsm", "label": "x" * 1000}]}, "attacks[0].label"),
+    ({"dataset": {"name": "tensors", "path": "a/" * 2000}}, "dataset.path"),
+], ids=["taus", "model_id", "label", "path"])
+def test_spec_lists_and_strings_are_bounded(gateway, spec, field):
+    import httpx
+
+    body = {"model_id": "mdl_none", "dataset": {"name": "digits"}, **spec}
+    r = httpx.post(f"{gateway.url}/v1/audits", json=body, headers=AUTH, timeout=30)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(f"{field}:"), r.json()["detail"]
+
+
+def test_the_admin_key_is_printed_only_when_generated(gateway, tmp_path):
+    """A configured key ended up in container logs; now logs show a fingerprint."""
+    from service.auth import fingerprint
+
+    log = gateway.logs["gateway"].read_text()
+    assert ADMIN_KEY not in log
+    assert f"admin API key: from ROBUSTNESS_ADMIN_KEY ({fingerprint(ADMIN_KEY)})" in log
+    for start in ("first", "second"):  # generated on the first start, then kept in the file
+        svc = Service(tmp_path, {"ROBUSTNESS_ADMIN_KEY": ""}, split=True)
+        try:
+            svc.start(worker=False)
+        finally:
+            svc.stop()
+        log = svc.logs["gateway"].rename(tmp_path / f"{start}.log").read_text()
+        key = (tmp_path / "admin.key").read_text().strip()
+        assert log.count(key) == (1 if start == "first" else 0), start
+    assert f"({fingerprint(key)})" in log
+
+
+def test_near_duplicate_epsilons_give_exactly_one_adversarial_set(gateway, model_id):
+    """With ε [0.1, 0.1000000000001], /adversarial?epsilon=… between them raised a
+    ValueError (a 500 and a reset connection): now the nearest ε of the grid answers."""
+    import httpx
+    from safetensors.torch import load
+
+    from tests.service_processes import finished, wait_for
+
+    grid = [0.1, 0.1000000000001]
+    with httpx.Client(base_url=gateway.url, headers=AUTH, timeout=30) as c:
+        r = c.post("/v1/audits", json={"model_id": model_id, "attacks": [{"name": "fgsm"}],
+                                       "dataset": {"name": "digits", "n": 20},
+                                       "epsilons": grid})
+        assert r.status_code == 202, r.text
+        job = wait_for(c, f"/v1/audits/{r.json()['id']}", finished)
+        assert job["status"] == "succeeded", job
+        for asked, kept in ((0.1, 0.1), (0.1000000000001, 0.1000000000001),
+                            (0.10000000000006, 0.1000000000001)):
+            r = c.get(f"/v1/audits/{job['id']}/adversarial",
+                      params={"attack": "fgsm", "epsilon": repr(asked)})
+            assert r.status_code == 200, r.text
+            assert float(load(r.content)["epsilon"]) == kept
+        r = c.post("/v1/audits", json={"model_id": model_id, "dataset": {"name": "digits"},
+                                       "epsilons": [0.1, 0.1]})
+        assert r.status_code == 422 and "ε=0.1 is given more than once" in r.json()["detail"]
+
+
+def test_a_tenant_admin_manages_its_own_tenant_alone_and_the_operator_every_tenant(gateway):
+    """A team-a admin key listed every tenant's keys, minted a default-tenant admin key and
+    revoked a team-b key. Now: its own tenant's keys only; the operator's reach is unchanged."""
+    import httpx
+
+    def call(method, path, key, **kw):
+        return httpx.request(method, f"{gateway.url}{path}", timeout=30,
+                             headers={"Authorization": f"Bearer {key}"}, **kw)
+
+    def mint(key, tenant, scopes):
+        return call("POST", "/v1/keys", key, json={"tenant": tenant, "scopes": scopes})
+
+    team_a = mint(ADMIN_KEY, "team-a", ["read", "submit", "admin"]).json()
+    team_b = mint(ADMIN_KEY, "team-b", ["read"]).json()
+    a = team_a["key"]
+
+    # Listing: team-a's keys only.
+    listed = call("GET", "/v1/keys", a).json()["items"]
+    assert {k["tenant"] for k in listed} == {"team-a"}
+    # Minting: for team-a, yes; for the default tenant or team-b, no.
+    for tenant in ("default", "team-b"):
+        r = mint(a, tenant, ["read", "admin"])
+        assert r.status_code == 403 and r.json()["detail"].startswith("tenant:"), r.text
+    pipeline = mint(a, "team-a", ["read"])
+    assert pipeline.status_code == 201 and pipeline.json()["tenant"] == "team-a"
+    # Revoking: team-b's key is not team-a's to revoke (404, as another tenant's model is).
+    assert call("DELETE", f"/v1/keys/{team_b['id']}", a).status_code == 404
+    assert call("GET", "/v1/models", team_b["key"]).status_code == 200  # still valid
+    assert call("DELETE", f"/v1/keys/{pipeline.json()['id']}", a).status_code == 204
+    # The service-wide metrics are the operator's.
+    assert call("GET", "/metrics", a).status_code == 403
+    assert call("GET", "/metrics", ADMIN_KEY).status_code == 200
+
+    # The other direction: the operator sees and manages every tenant's keys.
+    tenants = {k["tenant"] for k in call("GET", "/v1/keys", ADMIN_KEY).json()["items"]}
+    assert {"team-a", "team-b"} <= tenants
+    assert call("DELETE", f"/v1/keys/{team_b['id']}", ADMIN_KEY).status_code == 204
+    assert call("GET", "/v1/models", team_b["key"]).status_code == 401
+
+
+def test_reasons_and_reports_do_not_disclose_server_paths_or_kernel(gateway, model_id):
+    """Failure reasons showed the absolute data root, a message said absolute paths were
+    allowed (they are refused), and reports carried the kernel string."""
+    import platform
+
+    import httpx
+
+    from tests.service_processes import finished, wait_for
+
+    home = str(gateway.home)
+    with httpx.Client(base_url=gateway.url, headers=AUTH, timeout=30) as c:
+        jobs = {}
+        for name, dataset in (("mnist", {"name": "mnist", "n": 10}),
+                              ("tensors", {"name": "tensors", "path": "no/such.npz"}),
+                              ("digits", {"name": "digits", "n": 10})):
+            r = c.post("/v1/audits", json={"model_id": model_id, "dataset": dataset,
+                                           "attacks": [{"name": "fgsm"}], "epsilons": [0.1]})
+            assert r.status_code == 202, r.text
+            jobs[name] = wait_for(c, f"/v1/audits/{r.json()['id']}", finished)
+        assert "<data root>/MNIST/raw" in jobs["mnist"]["error"]
+        assert "<data root>/no/such.npz not found" in jobs["tensors"]["error"]
+        assert "absolute" not in jobs["tensors"]["error"]
+        report = c.get(f"/v1/audits/{jobs['digits']['id']}/report")
+        assert report.status_code == 200
+        r = c.post("/v1/audits", json={"model_id": model_id, "attacks": [{"name": "fgsm"}],
+                                       "dataset": {"name": "tensors", "path": "/etc/x.npz"}})
+        assert r.status_code == 422 and "relative to the data root" in r.json()["detail"]
+    for job in jobs.values():
+        assert home not in str(job), job
+    assert home not in report.text
+    assert report.json()["provenance"]["platform"] == f"{platform.system()} {platform.machine()}"
+    assert platform.release() not in report.text
+
+
+LOOPBACK_SPELLINGS = ["127.0.0.1", "127.1", "[::1]", "0x7f000001", "2130706433",
+                      "[::ffff:127.0.0.1]", "localhost", "localhost.", "169.254.169.254",
+                      "10.0.0.7", "192.168.1.1", "[fe80::1]", "0.0.0.0", "224.0.0.1"]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
+def test_callbacks_to_internal_addresses_are_refused_by_default(gateway, model_id, host):
+    """Every spelling of loopback, the metadata address and private ranges reached a receiver
+    (a port scanner of the internal network); now each is a 422 at submission."""
+    import httpx
+
+    body = {"cron": "0 3 * * *", "callback_url": f"http://{host}:8080/hook",
+            "audit": {"model_id": model_id, "dataset": {"name": "digits", "n": 10},
+                      "attacks": [{"name": "fgsm"}], "epsilons": [0.1]}}
+    r = httpx.post(f"{gateway.url}/v1/schedules", json=body, headers=AUTH, timeout=30)
+    assert r.status_code == 422, r.text
+    assert "is not a public address" in r.json()["detail"]
+
+
+def test_callback_ports_and_names_resolving_inward_are_refused():
+    """Ports of internal services are refused on public hosts, and a name is resolved once
+    and every address checked: the connection goes to the checked address."""
+    from service.callbacks import Blocked, check_url, resolve_checked
+    from service.settings import GatewaySettings
+
+    settings = GatewaySettings(callback_hosts=None)
+    with pytest.raises(Blocked, match="port 6379 is not allowed"):
+        check_url("http://hooks.example.com:6379/x", settings)
+    check_url("https://hooks.example.com/x", settings)  # public name, allowed port: passes
+    name = socket.gethostname()  # resolves to 127.0.0.1 on these machines (/etc/hosts)
+    inward = {a[4][0] for a in socket.getaddrinfo(name, 80)}
+    import ipaddress
+
+    if all(ipaddress.ip_address(a).is_global for a in inward):
+        pytest.fail(f"{name} resolves to {inward}: pick a name that resolves inward")
+    with pytest.raises(Blocked, match="which is not public"):
+        resolve_checked(f"http://{name}:8080/hook", settings)
+    allowlisted = GatewaySettings(callback_hosts=name)  # the operator's explicit choice
+    assert resolve_checked(f"http://{name}:9/hook", allowlisted)[0] in inward
+
+
+class Trickler(threading.Thread):
+    """A callback receiver that reads the request, then answers one byte every 3 s, forever
+    (its headers never end). Records when each connection opened and closed."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections: list[list[float]] = []
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.trickle, args=(conn,), daemon=True).start()
+
+    def trickle(self, conn: socket.socket) -> None:
+        times = [time.monotonic()]
+        self.connections.append(times)
+        answer = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: a\r\n" * 1000
+        try:
+            conn.recv(65536)
+            for byte in answer:
+                conn.sendall(bytes([byte]))
+                time.sleep(3)
+        except OSError:
+            pass
+        finally:
+            times.append(time.monotonic())
+            conn.close()
+
+
+def test_a_trickling_callback_receiver_holds_up_no_schedule(tmp_path, digits_model):
+    """A receiver trickling a byte every 3 s held the one housekeeping thread, so no tenant's
+    schedule fired for minutes. Now a delivery has an overall deadline, runs on the
+    callbacks' own pool, and another tenant's schedule fires on the minute meanwhile."""
+    import json
+    from datetime import datetime
+
+    import httpx
+
+    from robustness.models import save_state_dict
+    from tests.service_processes import METADATA
+
+    trickler = Trickler()
+    trickler.start()
+    svc = Service(tmp_path, {"ROBUSTNESS_CALLBACK_HOSTS": "127.0.0.1",
+                             "ROBUSTNESS_CALLBACK_SECONDS": "3",
+                             "ROBUSTNESS_MIN_SCHEDULE_MINUTES": "1"}, split=False)
+    try:
+        svc.start()
+        c = httpx.Client(base_url=svc.url, headers=AUTH, timeout=30)
+        other = c.post("/v1/keys", json={"tenant": "team-b", "scopes": ["read", "submit"]})
+        b = httpx.Client(base_url=svc.url, timeout=30,
+                         headers={"Authorization": f"Bearer {other.json()['key']}"})
+        save_state_dict(digits_model.net, tmp_path / "m.safetensors")
+        schedule_ids = []
+        for client in (c, b):
+            with open(tmp_path / "m.safetensors", "rb") as f:
+                model = client.post("/v1/models", files={"file": ("m.safetensors", f)},
+                                    data={"metadata": json.dumps(METADATA)}).json()["id"]
+            body = {"cron": "* * * * *",
+                    "audit": {"model_id": model, "dataset": {"name": "digits", "n": 10},
+                              "attacks": [{"name": "fgsm"}], "epsilons": [0.1]}}
+            if client is c:
+                body["callback_url"] = f"http://127.0.0.1:{trickler.port}/hook"
+            r = client.post("/v1/schedules", json=body)
+            assert r.status_code == 201, r.text
+            schedule_ids.append(r.json()["id"])
+        trickled, steady = schedule_ids
+        first = datetime.fromisoformat(c.get(f"/v1/schedules/{trickled}").json()["next_run_at"])
+        # Wait for the first firing's audit to end and its callback to start trickling.
+        deadline = time.monotonic() + (first - datetime.now(first.tzinfo)).total_seconds() + 60
+        while not trickler.connections and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert trickler.connections, f"no callback came\n{svc.tail()}"
+        # The next minute: team-b's schedule fires on time although the receiver trickles.
+        second = datetime.fromisoformat(b.get(f"/v1/schedules/{steady}").json()["next_run_at"])
+        wait = (second - datetime.now(second.tzinfo)).total_seconds()
+        time.sleep(max(0.0, wait) + 6)
+        fired = b.get(f"/v1/schedules/{steady}").json()
+        assert fired["last_run_at"] is not None and \
+            datetime.fromisoformat(fired["last_run_at"]) >= second, (fired, svc.tail())
+        # Every attempt was cut at its deadline; after three the tenant sees only "failed".
+        job = c.get(f"/v1/audits?schedule_id={trickled}").json()["items"][-1]
+        assert job["callback"] == {"url": f"http://127.0.0.1:{trickler.port}/hook",
+                                   "status": "failed", "attempts": 3}, job
+        # (Attempt k+1 opens once attempt k is cut: the gaps show the 3 s deadline held.)
+        starts = [t[0] for t in trickler.connections[:3]]
+        assert all(0 < later - earlier < 3 + 2 for earlier, later in pairwise(starts)), \
+            trickler.connections
+    finally:
+        svc.stop()
+        trickler.server.close()
+
+
+def test_training_budgets_count_the_monitors(gateway):
+    """Counted at 1.3e6 passes and queued, this training would make about 2.6e10 (its PGD
+    monitor: 1296 held-out examples × 1000 steps × 20 restarts × 1000 epochs)."""
+    import httpx
+
+    spec = {"architecture": "madry_mnist", "dataset": {"name": "digits"}, "method": "fgsm",
+            "epsilon": 0.1, "epochs": 1000,
+            "validation": {"n": 1296, "steps": 1000, "restarts": 20}}
+    r = httpx.post(f"{gateway.url}/v1/trainings", json=spec, headers=AUTH, timeout=30)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith("budget: this training needs about 2.59e+10"), r.text
+
+
+def test_tenant_quotas_and_the_shortest_cron_interval(gateway, digits_model, tmp_path):
+    """300 schedules were created in 3.6 s, every minute each. Now a tenant holds at most so
+    many models, schedules and unfinished jobs, and a schedule fires every 5 min at most."""
+    import json
+
+    import httpx
+
+    from robustness.models import save_state_dict
+    from tests.service_processes import METADATA
+
+    key = httpx.post(f"{gateway.url}/v1/keys", headers=AUTH, timeout=30,
+                     json={"tenant": "team-q", "scopes": ["read", "submit"]}).json()["key"]
+    q = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"},
+                     timeout=60)
+    save_state_dict(digits_model.net, tmp_path / "m.safetensors")
+
+    def upload():
+        with open(tmp_path / "m.safetensors", "rb") as f:
+            return q.post("/v1/models", files={"file": ("m.safetensors", f)},
+                          data={"metadata": json.dumps(METADATA)})
+
+    models = [upload() for _ in range(3)]
+    assert [r.status_code for r in models] == [201, 201, 409], models[-1].text
+    assert "ROBUSTNESS_MAX_MODELS_PER_TENANT" in models[-1].json()["detail"]
+    model = models[0].json()["id"]
+    audit = {"model_id": model, "dataset": {"name": "digits", "n": 10},
+             "attacks": [{"name": "fgsm"}], "epsilons": [0.1]}
+    r = q.post("/v1/schedules", json={"cron": "* * * * *", "audit": audit})
+    assert r.status_code == 422 and r.json()["detail"].startswith("cron:"), r.text
+    r = q.post("/v1/schedules", json={"cron": "0,2 3 * * *", "audit": audit})
+    assert r.status_code == 422 and "2 min apart" in r.json()["detail"], r.text
+    created = [q.post("/v1/schedules", json={"cron": f"{m} 3 * * *", "audit": audit})
+               for m in (0, 10, 20, 30)]
+    assert [r.status_code for r in created] == [201, 201, 201, 409], created[-1].text
+    # Unfinished jobs: two long audits at once, the third waits its turn.
+    slow = {**audit, "dataset": {"name": "digits", "n": 500},
+            "attacks": [{"name": "pgd", "steps": 200, "restarts": 5}]}
+    jobs = [q.post("/v1/audits", json=slow) for _ in range(3)]
+    assert [r.status_code for r in jobs] == [202, 202, 429], jobs[-1].text
+    assert jobs[-1].headers["Retry-After"] == "60"
+    assert "ROBUSTNESS_MAX_UNFINISHED_JOBS_PER_TENANT" in jobs[-1].json()["detail"]
+    for r in jobs[:2]:
+        q.post(f"/v1/audits/{r.json()['id']}/cancel")
+    # Another tenant is not held back by team-q's quotas.
+    r = httpx.post(f"{gateway.url}/v1/audits", json={**audit, "model_id": "mdl_x"},
+                   headers=AUTH, timeout=30)
+    assert r.status_code == 422 and r.json()["detail"].startswith("model_id:"), r.text
