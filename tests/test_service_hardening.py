@@ -511,3 +511,92 @@ def test_tenant_quotas_and_the_shortest_cron_interval(gateway, digits_model, tmp
     r = httpx.post(f"{gateway.url}/v1/audits", json={**audit, "model_id": "mdl_x"},
                    headers=AUTH, timeout=30)
     assert r.status_code == 422 and r.json()["detail"].startswith("model_id:"), r.text
+
+
+# Every operation of the gateway and the scope a key needs for it (None: anyone; "operator":
+# an admin key of the default tenant). A new route fails the sweep until it is listed here.
+ROUTES = {
+    ("POST", "/v1/models"): "submit", ("GET", "/v1/models"): "read",
+    ("GET", "/v1/models/{model_id}"): "read", ("DELETE", "/v1/models/{model_id}"): "submit",
+    ("POST", "/v1/audits"): "submit", ("GET", "/v1/audits"): "read",
+    ("GET", "/v1/audits/{audit_id}"): "read", ("POST", "/v1/audits/{audit_id}/cancel"): "submit",
+    ("GET", "/v1/audits/{audit_id}/report"): "read",
+    ("GET", "/v1/audits/{audit_id}/report.html"): "read",
+    ("GET", "/v1/audits/{audit_id}/examples"): "read",
+    ("GET", "/v1/audits/{audit_id}/adversarial"): "read",
+    ("POST", "/v1/trainings"): "submit", ("GET", "/v1/trainings"): "read",
+    ("GET", "/v1/trainings/{training_id}"): "read",
+    ("POST", "/v1/trainings/{training_id}/cancel"): "submit",
+    ("POST", "/v1/schedules"): "submit", ("GET", "/v1/schedules"): "read",
+    ("GET", "/v1/schedules/{schedule_id}"): "read",
+    ("DELETE", "/v1/schedules/{schedule_id}"): "submit",
+    ("GET", "/v1/keys"): "admin", ("POST", "/v1/keys"): "admin",
+    ("DELETE", "/v1/keys/{key_id}"): "admin",
+    ("GET", "/v1/health"): None, ("GET", "/metrics"): "operator",
+}
+
+
+def test_every_route_refuses_no_key_a_missing_scope_and_another_tenants_ids(
+        gateway, digits_model, tmp_path):
+    import json
+
+    import httpx
+
+    from robustness.models import save_state_dict
+    from tests.service_processes import METADATA
+
+    schema = httpx.get(f"{gateway.url}/openapi.json", timeout=30).json()
+    served = {(m.upper(), p) for p, ops in schema["paths"].items() for m in ops}
+    assert served == set(ROUTES)
+
+    def request(method, path, key=None, **kw):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.request(method, f"{gateway.url}{path}", headers=headers, timeout=60, **kw)
+
+    def mint(tenant, scopes):
+        return request("POST", "/v1/keys", ADMIN_KEY,
+                       json={"tenant": tenant, "scopes": scopes}).json()
+
+    full_a, full_b = (mint(t, ["read", "submit", "admin"]) for t in ("sweep-a", "sweep-b"))
+    single = {scope: mint("sweep-a", [scope])["key"] for scope in ("read", "submit", "admin")}
+    # Tenant a's resources, whose ids tenant b then tries.
+    save_state_dict(digits_model.net, tmp_path / "m.safetensors")
+    with open(tmp_path / "m.safetensors", "rb") as f:
+        model = request("POST", "/v1/models", full_a["key"],
+                        files={"file": ("m.safetensors", f)},
+                        data={"metadata": json.dumps(METADATA)}).json()["id"]
+    audit = {"model_id": model, "dataset": {"name": "digits", "n": 10},
+             "attacks": [{"name": "fgsm"}], "epsilons": [0.1]}
+    ids = {"model_id": model,
+           "audit_id": request("POST", "/v1/audits", full_a["key"], json=audit).json()["id"],
+           "training_id": request("POST", "/v1/trainings", full_a["key"], json={
+               "architecture": "madry_mnist", "dataset": {"name": "digits", "n": 100},
+               "method": "standard", "epochs": 1, "validation": {"n": 20}}).json()["id"],
+           "schedule_id": request("POST", "/v1/schedules", full_a["key"], json={
+               "cron": "0 3 * * *", "audit": audit}).json()["id"],
+           "key_id": full_a["id"]}
+    query = {"attack": "fgsm", "epsilon": 0.1}
+    for (method, path), needs in ROUTES.items():
+        if needs is None:
+            assert request(method, path).status_code == 200
+            continue
+        # No key, a bad key: 401, before any body would be read.
+        for key in (None, "rbk_nope.nope"):
+            r = request(method, path.format(**dict.fromkeys(ids, "x")), key, params=query)
+            assert r.status_code == 401, (method, path, r.text)
+        # Each scope alone: 403 where it is not the one needed. Where it is, a missing id
+        # (404) or an empty body (422) shows the key got past authorization.
+        for scope, key in single.items():
+            r = request(method, path.format(**dict.fromkeys(ids, "missing")), key,
+                        params=query, json={} if method == "POST" else None)
+            if scope == needs:
+                assert r.status_code in (200, 404, 422), (method, path, scope, r.text)
+            else:
+                assert r.status_code == 403, (method, path, scope, r.text)
+        # Another tenant's ids: 404, as if they did not exist.
+        if "{" in path:
+            r = request(method, path.format(**ids), full_b["key"], params=query)
+            assert r.status_code == 404, (method, path, r.text)
+    # Nothing of tenant a's was touched by tenant b.
+    assert request("GET", f"/v1/models/{model}", full_a["key"]).status_code == 200
+    assert request("GET", "/metrics", ADMIN_KEY).status_code == 200
