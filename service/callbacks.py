@@ -32,6 +32,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import certifi
+import httpx
 from sqlalchemy import select, update
 
 from store.db import FINAL_STATES, JobRecord
@@ -54,8 +56,11 @@ def _allowed_hosts(settings) -> set[str]:
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # IPv4 inside IPv6 (mapped, 6to4, Teredo's server and client): the IPv4 decides too.
+        inner = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if any(v4 is not None and not _public(v4) for v4 in inner):
+            return False
     return not (address in METADATA_ADDRESSES or address.is_private or address.is_loopback
                 or address.is_link_local or address.is_multicast or address.is_reserved
                 or address.is_unspecified or not address.is_global)
@@ -98,19 +103,44 @@ def check_url(url: str, settings) -> None:
 
 def _host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise Blocked("callback_url: credentials in the URL are not sent (and would be logged); "
+                      "put a secret in the path or query instead")
+    try:
+        port = parts.port
+    except ValueError:  # httpx accepts http://host:99999/
+        raise Blocked(f"callback_url: {url!r} has no valid port") from None
     host = (parts.hostname or "").lower().rstrip(".")
-    return host, parts.port or (443 if parts.scheme == "https" else 80)
+    return host, port or (443 if parts.scheme == "https" else 80)
 
 
-def resolve_checked(url: str, settings) -> tuple[str, int]:
+def _resolve(host: str, port: int, seconds: float) -> list:
+    """getaddrinfo within `seconds`: the system resolver has no timeout of its own, and an
+    attacker's name server that never answers must not hold a delivery past its deadline."""
+    answer: list = []
+
+    def lookup() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            answer.append(exc)
+
+    thread = threading.Thread(target=lookup, daemon=True, name="callback-dns")
+    thread.start()
+    thread.join(seconds)
+    if not answer:
+        raise TimeoutError(f"resolving {host!r} took longer than the deadline")
+    if isinstance(answer[0], OSError):
+        raise OSError(f"cannot resolve {host!r}: {answer[0]}")
+    return answer[0]
+
+
+def resolve_checked(url: str, settings, seconds: float = 10.0) -> tuple[str, int]:
     """The address to connect to: the URL's host resolved once, every answer public (or the
     host allowlisted)."""
     check_url(url, settings)
     host, port = _host_port(url)
-    try:
-        answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise OSError(f"cannot resolve {host!r}: {exc}") from None
+    answers = _resolve(host, port, seconds)
     addresses = [ipaddress.ip_address(a[4][0].split("%")[0]) for a in answers]
     if not _allowed_hosts(settings):
         bad = [str(a) for a in addresses if not _public(a)]
@@ -129,18 +159,20 @@ def post_json(url: str, body: dict, settings, deadline_seconds: float) -> int:
             raise TimeoutError(f"no answer within the {deadline_seconds:g} s deadline")
         return remaining
 
-    address, port = resolve_checked(url, settings)
-    parts = urlsplit(url)
+    address, port = resolve_checked(url, settings, left())
+    target = httpx.URL(url)  # percent-encoded path and query, IDNA (punycode) host
     sock = socket.create_connection((address, port), timeout=left())
     try:
-        if parts.scheme == "https":
-            sock = ssl.create_default_context().wrap_socket(sock,
-                                                            server_hostname=parts.hostname)
+        if target.scheme == "https":
+            sock.settimeout(left())
+            sock = ssl.create_default_context(cafile=certifi.where()).wrap_socket(
+                sock, server_hostname=target.host)
         payload = json.dumps(body).encode()
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        head = (f"POST {target} HTTP/1.1\r\nHost: {parts.netloc.rpartition('@')[2]}\r\n"
-                f"User-Agent: robustness-callbacks\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
+        host = b"[%s]" % target.raw_host if b":" in target.raw_host else target.raw_host
+        host += b":%d" % target.port if target.port else b""
+        head = (b"POST " + target.raw_path + b" HTTP/1.1\r\nHost: " + host + b"\r\n"
+                b"User-Agent: robustness-callbacks\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(payload))
         sock.settimeout(left())
         sock.sendall(head + payload)
         answer = b""
@@ -176,10 +208,16 @@ class CallbackSender:
         with self.gw.db.session() as s:
             pending = list(s.execute(select(JobRecord).where(
                 JobRecord.callback_url.is_not(None), JobRecord.status.in_(FINAL_STATES),
-                JobRecord.callback_status.is_(None),
-                JobRecord.callback_attempts < ATTEMPTS)).scalars())
+                JobRecord.callback_status.is_(None))).scalars())
         started = 0
         for job in pending:
+            if job.callback_attempts >= ATTEMPTS:
+                # Its last attempt was claimed, then lost (a gateway stopped mid-delivery).
+                with self.lock:
+                    lost = job.id not in self.in_flight
+                if lost:
+                    self._record(job.id, FAILED)
+                continue
             with self.lock:
                 if job.id in self.in_flight:
                     continue
@@ -188,9 +226,18 @@ class CallbackSender:
                 with self.lock:
                     self.in_flight.discard(job.id)
                 continue
-            self.pool.submit(self._deliver, job, job.callback_attempts + 1)
+            try:
+                self.pool.submit(self._deliver, job, job.callback_attempts + 1)
+            except RuntimeError:  # the gateway is stopping; the next one takes it up
+                return started
             started += 1
         return started
+
+    def _record(self, job_id: str, outcome: str) -> None:
+        with self.gw.db.session.begin() as s:
+            s.execute(update(JobRecord).where(JobRecord.id == job_id,
+                                              JobRecord.callback_status.is_(None))
+                      .values(callback_status=outcome))
 
     def _claim(self, job: JobRecord) -> bool:
         """Count this attempt first (a conditional UPDATE): one gateway makes it."""
@@ -217,9 +264,7 @@ class CallbackSender:
             if outcome is None and attempt >= ATTEMPTS:
                 outcome = FAILED
             if outcome is not None:
-                with self.gw.db.session.begin() as s:
-                    s.execute(update(JobRecord).where(JobRecord.id == job.id)
-                              .values(callback_status=outcome))
+                self._record(job.id, outcome)
             if outcome != DELIVERED:
                 log.warning("callback of %s to %s, attempt %d: %s", job.id, job.callback_url,
                             attempt, detail)

@@ -3,7 +3,9 @@ unfinished jobs a tenant may hold, and how often a schedule may fire. One tenant
 gone wrong (300 schedules were created in 3.6 s by a probe) must not fill the service for all.
 
 A cap on what a tenant keeps (models, schedules) is a 409 that says what to delete; a cap on
-unfinished jobs is a 429 with Retry-After, since it clears as jobs end.
+unfinished jobs is a 429 with Retry-After, since it clears as jobs end (a schedule's firing
+over it is skipped and logged). The caps are counted, then the row is written: requests that
+race can overshoot a cap by their number, which bounds a runaway script, not a determined one.
 """
 
 from __future__ import annotations
@@ -39,23 +41,31 @@ def check_schedules(gw, tenant: str) -> None:
                            f"(ROBUSTNESS_MAX_SCHEDULES_PER_TENANT); delete one first")
 
 
+def over_unfinished_jobs(gw, tenant: str) -> bool:
+    limit = gw.settings.max_unfinished_jobs_per_tenant
+    return _count(gw, JobRecord, tenant, JobRecord.status.in_(UNFINISHED)) >= limit
+
+
 def check_unfinished_jobs(gw, tenant: str) -> None:
     limit = gw.settings.max_unfinished_jobs_per_tenant
-    if _count(gw, JobRecord, tenant, JobRecord.status.in_(UNFINISHED)) >= limit:
+    if over_unfinished_jobs(gw, tenant):
         raise Problem(429, f"quota: tenant '{tenant}' has {limit} jobs queued or running, its "
                            f"limit (ROBUSTNESS_MAX_UNFINISHED_JOBS_PER_TENANT); submit again "
                            f"when some have ended", headers={"Retry-After": "60"})
 
 
-def shortest_interval(cron: str, start: datetime, horizon: timedelta = timedelta(days=8),
-                      most: int = 5000) -> timedelta | None:
-    """The shortest gap between consecutive firings of `cron` within `horizon` of `start`
-    (a week and a day covers day-of-week patterns); None if it fires at most once there."""
+def shortest_interval(cron: str, start: datetime, horizon: timedelta = timedelta(days=366),
+                      most: int = 2000) -> timedelta | None:
+    """The shortest gap between consecutive firings of `cron` within `horizon` of its first
+    firing after `start` (a year: `* * 29 2 *` fires every minute, on one day in four years,
+    and its first firing is that day), looking at `most` firings at most; None if it fires
+    once there."""
     times = croniter(cron, start)
-    previous, shortest = times.get_next(datetime), None
+    first = previous = times.get_next(datetime)
+    shortest = None
     for _ in range(most):
         following = times.get_next(datetime)
-        if following - start > horizon:
+        if following - first > horizon:
             break
         gap = following - previous
         shortest = gap if shortest is None else min(shortest, gap)

@@ -37,7 +37,7 @@ def select_columns(report: dict, attack: str | None, epsilon: float | None) -> l
         chosen = ([c for c in chosen if c["epsilon"] == epsilon]
                   or [c for c in chosen if _eps_matches(c["epsilon"], epsilon)])
         if attack is not None and len(chosen) > 1:
-            # A report stored before near-duplicate ε were refused: the nearest column.
+            # ε within rounding of each other (the grid may hold both): the nearest column.
             chosen = [min(chosen, key=lambda c: abs(c["epsilon"] - epsilon))]
         if not chosen:
             raise Problem(422, f"epsilon: {epsilon:g} is not in this report's grid"

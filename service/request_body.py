@@ -1,7 +1,8 @@
 """How a route with a body reads it: first the caller, then the size, then the bytes.
 
 - Nothing of a body is read before the caller's key and scope are checked (401 and 403
-  first), so a client without a key cannot make the gateway spool a single byte.
+  first), so a client without a key cannot make the gateway spool a single byte; nor before
+  the route's `before_body(request, caller)` check, if it has one (the model quota).
 - A body larger than its route's limit is refused at once on its `Content-Length` (413), and
   one without a length (chunked), or with a false one, is counted as it streams and cut off
   at the limit: JSON specs `ROBUSTNESS_MAX_JSON_BYTES` [1 MiB], model uploads
@@ -18,6 +19,7 @@ import json
 
 from fastapi import HTTPException
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from service.auth import authorize
@@ -73,9 +75,15 @@ class BodyRoute(APIRoute):
         is_json = all(getattr(p.field_info, "media_type", "") == "application/json"
                       for p in bodies)
 
+        endpoint = self.endpoint
+
         async def guarded(request: Request):
-            if scope is not None:
-                authorize(request, scope)
+            if scope is not None:  # a database lookup: off the event loop
+                who = await run_in_threadpool(authorize, request, scope)
+                # Read now: a route module sets it after its decorator has built this route.
+                before_body = getattr(endpoint, "before_body", None)
+                if before_body is not None:  # e.g. a quota that refuses the whole upload
+                    await run_in_threadpool(before_body, request, who)
             settings = request.app.state.gw.settings
             if not is_json:  # a multipart upload, streamed through the limit
                 return await handler(limited(

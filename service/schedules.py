@@ -13,6 +13,7 @@ from datetime import datetime
 from croniter import croniter
 from sqlalchemy import select, update
 
+from service.quotas import over_unfinished_jobs
 from store.db import ScheduleRecord, utcnow
 from store.kinds import AUDIT
 from store.queue import send
@@ -45,7 +46,9 @@ def fire_due(gw, now: datetime | None = None) -> list[str]:
 
 
 def _fire(gw, schedule: ScheduleRecord, now: datetime) -> str | None:
-    """Claim this firing (a conditional UPDATE of next_run_at) and create its audit."""
+    """Claim this firing (a conditional UPDATE of next_run_at) and create its audit, unless
+    the tenant already has as many unfinished jobs as its quota allows (then it is skipped)."""
+    skip = over_unfinished_jobs(gw, schedule.tenant)
     job = new_job(AUDIT.name, schedule.audit, schedule.audit.get("model_id"),
                   schedule_id=schedule.id, callback_url=schedule.callback_url,
                   tenant=schedule.tenant)
@@ -54,11 +57,15 @@ def _fire(gw, schedule: ScheduleRecord, now: datetime) -> str | None:
             update(ScheduleRecord)
             .where(ScheduleRecord.id == schedule.id,
                    ScheduleRecord.next_run_at == schedule.next_run_at)
-            .values(next_run_at=next_fire(schedule.cron, now), last_run_at=now,
-                    last_audit_id=job.id)).rowcount == 1
-        if claimed:
+            .values(next_run_at=next_fire(schedule.cron, now),
+                    **({} if skip else {"last_run_at": now, "last_audit_id": job.id}))
+        ).rowcount == 1
+        if claimed and not skip:
             s.add(job)
-    if not claimed:
+    if claimed and skip:
+        log.warning("schedule %s skipped its firing at %s: tenant %s is at its quota of "
+                    "unfinished jobs", schedule.id, now, schedule.tenant)
+    if not claimed or skip:
         return None
     send(gw.celery, gw.db, job)
     return job.id

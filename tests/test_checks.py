@@ -231,3 +231,22 @@ def test_preprocessing_flags_normalization_that_does_not_fit_the_data(digits_mod
     # Plausible statistics, accuracy 8 pp below the declared: a warning.
     close = audited(preprocessing={"mean": [0.5], "std": [0.5]}, accuracy=0.95)
     assert close["status"] == "warn" and "far below" in close["detail"], close
+
+
+@pytest.mark.parametrize("broken, status", [(3, "pass"), (4, "pass"), (5, "warn"), (6, "fail")])
+def test_black_box_thresholds(digits_model, digits, broken, status):
+    """Of 100 examples every gradient attack left robust, Square breaking 5 warns (partial
+    masking: FGSM-AT trained at ε=0.4 showed 4.1-4.8% on all of MNIST's test set), more than
+    5 fails, and up to 3% passes (PGD-trained MNIST models show 1-2%); 4 is too few to warn."""
+    from robustness.evaluation.checks import black_box
+
+    robust = torch.zeros(200, dtype=torch.bool)
+    robust[:100] = True
+    square_broken = torch.zeros(200, dtype=torch.bool)
+    square_broken[:broken] = True
+    square_broken[150:160] = True  # examples a gradient attack had broken already: not counted
+    x, y = digits[1].x, digits[1].y
+    check = black_box(digits_model, x[:200], y[:200], "linf", 0.1, robust, square_broken, None)
+    assert check["status"] == status
+    assert (check["figures"]["broken_by_square"], check["figures"]["gradient_robust"]) == (
+        broken, 100)

@@ -279,6 +279,31 @@ def test_schedules_fire_ordinary_audits_and_call_back(client, weights):
         server.shutdown()
 
 
+def test_a_schedule_over_its_tenants_job_quota_skips_its_firing(tmp_path, weights):
+    """Schedules obey the unfinished-jobs quota too: a firing that would exceed it is skipped
+    (and the schedule moves on to its next time), instead of queueing without bound."""
+    from datetime import datetime
+
+    from service.schedules import fire_due
+
+    settings = Settings(home=tmp_path, reconcile_seconds=3600, admin_key=ADMIN_KEY,
+                        max_unfinished_jobs_per_tenant=1)
+    with TestClient(create_app(settings), headers=AUTH) as c:
+        model_id = upload(c, weights).json()["id"]
+        schedule = c.post("/v1/schedules", json={"cron": "0 3 * * *",
+                                                 "audit": {"model_id": model_id, **AUDIT}}).json()
+        due = datetime.fromisoformat(schedule["next_run_at"])
+        gw = c.app.state.gw
+        (first,) = fire_due(gw, now=due)  # no worker runs here: it stays queued
+        later = datetime.fromisoformat(c.get(f"/v1/schedules/{schedule['id']}")
+                                       .json()["next_run_at"])
+        assert fire_due(gw, now=later) == []  # at the quota: skipped
+        after = c.get(f"/v1/schedules/{schedule['id']}").json()
+        assert datetime.fromisoformat(after["next_run_at"]) > later
+        assert after["last_audit_id"] == first
+        assert [a["id"] for a in c.get("/v1/audits").json()["items"]] == [first]
+
+
 @pytest.mark.parametrize("body, fragment", [
     ({"cron": "61 * * * *", "audit": AUDIT}, "cron: '61 * * * *' is not a 5-field cron"),
     ({"cron": "0 3 * * *", "audit": {"dataset": {"name": "digits"}, "preset": "standard",

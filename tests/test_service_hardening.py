@@ -340,6 +340,12 @@ def test_callback_ports_and_names_resolving_inward_are_refused():
     settings = GatewaySettings(callback_hosts=None)
     with pytest.raises(Blocked, match="port 6379 is not allowed"):
         check_url("http://hooks.example.com:6379/x", settings)
+    with pytest.raises(Blocked, match="has no valid port"):
+        check_url("http://hooks.example.com:99999/x", settings)
+    with pytest.raises(Blocked, match="credentials in the URL"):
+        check_url("http://user:secret@hooks.example.com/x", settings)
+    with pytest.raises(Blocked, match="not a public address"):  # 6to4 of 10.0.0.1
+        check_url("http://[2002:a00:1::]/x", settings)
     check_url("https://hooks.example.com/x", settings)  # public name, allowed port: passes
     name = socket.gethostname()  # resolves to 127.0.0.1 on these machines (/etc/hosts)
     inward = {a[4][0] for a in socket.getaddrinfo(name, 80)}
@@ -495,6 +501,8 @@ def test_tenant_quotas_and_the_shortest_cron_interval(gateway, digits_model, tmp
     assert r.status_code == 422 and r.json()["detail"].startswith("cron:"), r.text
     r = q.post("/v1/schedules", json={"cron": "0,2 3 * * *", "audit": audit})
     assert r.status_code == 422 and "2 min apart" in r.json()["detail"], r.text
+    r = q.post("/v1/schedules", json={"cron": "* * 29 2 *", "audit": audit})  # once a leap day
+    assert r.status_code == 422 and "1 min apart" in r.json()["detail"], r.text
     created = [q.post("/v1/schedules", json={"cron": f"{m} 3 * * *", "audit": audit})
                for m in (0, 10, 20, 30)]
     assert [r.status_code for r in created] == [201, 201, 201, 409], created[-1].text
@@ -600,3 +608,47 @@ def test_every_route_refuses_no_key_a_missing_scope_and_another_tenants_ids(
     # Nothing of tenant a's was touched by tenant b.
     assert request("GET", f"/v1/models/{model}", full_a["key"]).status_code == 200
     assert request("GET", "/metrics", ADMIN_KEY).status_code == 200
+
+
+def test_a_callback_resolves_once_and_connects_to_the_checked_address(monkeypatch):
+    """DNS rebinding needs a second lookup (one to check, one to connect); there is one, and
+    the request goes to the address it returned, with the URL's host in `Host`."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from service.callbacks import Blocked, post_json
+    from service.settings import GatewaySettings
+
+    seen = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append((self.path, self.headers["Host"],
+                         self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    lookups = []
+    real = socket.getaddrinfo
+
+    def counted(host, *args, **kw):
+        lookups.append(host)
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counted)
+    name, port = socket.gethostname(), server.server_port
+    try:
+        # Not allowlisted: the name resolves inward, so the delivery is blocked.
+        with pytest.raises(Blocked, match="which is not public"):
+            post_json(f"http://{name}:8080/hook", {}, GatewaySettings(), 5)
+        lookups.clear()
+        allowed = GatewaySettings(callback_hosts=name)
+        assert post_json(f"http://{name}:{port}/hook/a b?x=1", {"id": "job_1"}, allowed, 5) == 204
+        assert lookups == [name, "127.0.0.1"]  # the name once, then the checked literal
+        assert seen == [("/hook/a%20b?x=1", f"{name}:{port}", b'{"id": "job_1"}')]
+    finally:
+        server.shutdown()

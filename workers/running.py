@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import threading
 import time
 import traceback
@@ -128,8 +129,11 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
 def without_server_paths(message: str, settings) -> str:
     """A failure reason as a tenant may read it: the server's folders named, not spelled out
     (the data root's files are still named relative to it, which is all a user can act on)."""
-    for folder, name in ((settings.data_root, "<data root>"), (settings.home, "<service home>")):
+    folders = [(settings.data_root, "<data root>"), (settings.artifacts, "<artifacts>"),
+               (settings.home, "<service home>")]
+    for folder, name in folders:
         for spelled in {str(folder), str(Path(folder).resolve())}:
-            if spelled not in ("", "."):
-                message = message.replace(spelled.rstrip("/"), name)
+            spelled = spelled.rstrip("/")
+            if spelled:  # never "/" (every path would match)
+                message = re.sub(re.escape(spelled) + r"(?=/|$|[^\w.-])", name, message)
     return message

@@ -183,6 +183,13 @@ def black_box(model, x, y, norm: str, eps: float, robust: torch.Tensor, square_b
                       f"sampled examples every gradient attack left robust ({fraction:.0%}): "
                       f"the gradients are masked and the gradient attacks' figures overstate "
                       f"robustness", **figures)
+    # AutoAttack warns at any fall of 0.2 points; PGD- and TRADES-trained MNIST models at
+    # ε=0.3 show 1-2% (docs/results/mnist-defenses.md), so more than 3% (and 5 examples) warns.
+    if fraction > 0.03 and found >= 5:
+        return _check("black_box", "warn", f"at ε={eps:g}, {how} breaks {found} of the {left} "
+                      f"sampled examples every gradient attack left robust ({fraction:.1%}): "
+                      f"the gradients are partly masked, and a gradient attack alone "
+                      f"overstates robustness", **figures)
     return _check("black_box", "pass", f"{how} breaks {found} of the {left} sampled examples "
                   f"the gradient attacks left robust at ε={eps:g}", **figures)
 

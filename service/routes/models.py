@@ -59,7 +59,6 @@ def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2
                                                       "num_classes, input_shape, "
                                                       "preprocessing, labels")] = None):
     meta = _metadata(metadata)
-    check_models(gw, who.tenant)
 
     def chunks():
         while block := file.file.read(CHUNK):
@@ -101,6 +100,11 @@ def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2
     with gw.db.session.begin() as s:
         s.add(record)
     return model_view(record)
+
+
+# Checked before the upload's body is read (service.request_body), so that a tenant at its
+# quota cannot make the gateway spool a file only to refuse it.
+upload_model.before_body = lambda request, who: check_models(request.app.state.gw, who.tenant)
 
 
 def _forget(gw: Gateway, sha: str) -> None:
