@@ -176,6 +176,37 @@ class Service:
                 pass
 
 
+class Receiver:
+    """A local HTTP receiver of callbacks: records each POST as (path, Host header, body)
+    and answers 204. A context manager: it stops when the block ends."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        received = self.received = []
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.path, self.headers["Host"], body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Hook)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> Receiver:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+
+
 def wait_for(client: httpx.Client, path: str, until, timeout: float = 180) -> dict:
     deadline = time.monotonic() + timeout
     while True:

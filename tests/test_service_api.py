@@ -222,29 +222,14 @@ def test_reconciler_re_enqueues_jobs_whose_message_redis_lost(tmp_path, weights)
 
 
 def test_schedules_fire_ordinary_audits_and_call_back(client, weights):
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
     from service.callbacks import CallbackSender
     from service.schedules import fire_due
+    from tests.service_processes import Receiver
 
-    received = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with Receiver() as hook:
         model_id = upload(client, weights).json()["id"]
         body = {"cron": "0 3 * * *", "audit": {"model_id": model_id, **AUDIT},
-                "callback_url": f"http://127.0.0.1:{server.server_port}/hook"}
+                "callback_url": f"http://127.0.0.1:{hook.port}/hook"}
         r = client.post("/v1/schedules", json=body)
         assert r.status_code == 201, r.text
         schedule = r.json()
@@ -270,13 +255,12 @@ def test_schedules_fire_ordinary_audits_and_call_back(client, weights):
         assert sender.dispatch() == 1
         sender.pool.shutdown(wait=True)  # the delivery ran on the sender's own pool
         assert CallbackSender(gw).dispatch() == 0
-        assert received[0]["id"] == audit_id and received[0]["status"] == "cancelled"
+        received = json.loads(hook.received[0][2])
+        assert received["id"] == audit_id and received["status"] == "cancelled"
         assert client.get(f"/v1/audits/{audit_id}").json()["callback"] == {
             "url": body["callback_url"], "status": "delivered", "attempts": 1}
         assert client.delete(f"/v1/schedules/{schedule['id']}").status_code == 204
         assert_problem(client.get(f"/v1/schedules/{schedule['id']}"), 404)
-    finally:
-        server.shutdown()
 
 
 def test_a_schedule_over_its_tenants_job_quota_skips_its_firing(tmp_path, weights):

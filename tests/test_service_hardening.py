@@ -613,25 +613,10 @@ def test_every_route_refuses_no_key_a_missing_scope_and_another_tenants_ids(
 def test_a_callback_resolves_once_and_connects_to_the_checked_address(monkeypatch):
     """DNS rebinding needs a second lookup (one to check, one to connect); there is one, and
     the request goes to the address it returned, with the URL's host in `Host`."""
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
     from service.callbacks import Blocked, post_json
     from service.settings import GatewaySettings
+    from tests.service_processes import Receiver
 
-    seen = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            seen.append((self.path, self.headers["Host"],
-                         self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     lookups = []
     real = socket.getaddrinfo
 
@@ -640,8 +625,8 @@ def test_a_callback_resolves_once_and_connects_to_the_checked_address(monkeypatc
         return real(host, *args, **kw)
 
     monkeypatch.setattr(socket, "getaddrinfo", counted)
-    name, port = socket.gethostname(), server.server_port
-    try:
+    with Receiver() as hook:
+        name, port = socket.gethostname(), hook.port
         # Not allowlisted: the name resolves inward, so the delivery is blocked.
         with pytest.raises(Blocked, match="which is not public"):
             post_json(f"http://{name}:8080/hook", {}, GatewaySettings(), 5)
@@ -649,6 +634,4 @@ def test_a_callback_resolves_once_and_connects_to_the_checked_address(monkeypatc
         allowed = GatewaySettings(callback_hosts=name)
         assert post_json(f"http://{name}:{port}/hook/a b?x=1", {"id": "job_1"}, allowed, 5) == 204
         assert lookups == [name, "127.0.0.1"]  # the name once, then the checked literal
-        assert seen == [("/hook/a%20b?x=1", f"{name}:{port}", b'{"id": "job_1"}')]
-    finally:
-        server.shutdown()
+        assert hook.received == [("/hook/a%20b?x=1", f"{name}:{port}", b'{"id": "job_1"}')]
