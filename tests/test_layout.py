@@ -68,7 +68,7 @@ def test_every_job_kind_has_its_task_queue_and_runner():
     with the kind's time limit and a backstop), the queue route and the runner follow."""
     from store.kinds import KINDS
     from workers.celery_app import app
-    from workers.running import runner
+    from workers.sandbox_child import runner
     from workers.settings import WorkerSettings
     from workers.tasks import GRACE
 
@@ -78,4 +78,4 @@ def test_every_job_kind_has_its_task_queue_and_runner():
         assert task.time_limit == kind.time_limit(settings) + GRACE
         assert task.acks_late and task.reject_on_worker_lost
         assert app.conf.task_routes[kind.task] == {"queue": kind.queue}
-        assert callable(runner(kind))
+        assert callable(runner(kind.name))

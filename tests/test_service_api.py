@@ -340,12 +340,13 @@ def test_worker_side_limits_and_missing_data_fail_the_job_with_a_reason(tmp_path
     model_id = register_file(ctx.db, ctx.store, path, METADATA)
     slow = transitions.create_job(ctx.db, "audit", {
         "model_id": model_id, "dataset": {"name": "digits", "n": 200},
-        "attacks": [{"name": "pgd", "steps": 2000}], "epsilons": [0.1, 0.2],
+        "attacks": [{"name": "pgd", "steps": 200}], "epsilons": [0.1, 0.2],
         "batch_size": 20}, model_id)
     assert run_job(ctx, slow.id) == "failed"
     done = transitions.get_job(ctx.db, slow.id)
-    assert done.error == "time limit of 1 s exceeded"
-    assert 0 < done.progress_completed < done.progress_total
+    # stopped at its next batch, or killed if that batch took more than the grace period
+    assert done.error.startswith("time limit of 1 s exceeded"), done.error
+    assert 0 < done.progress_completed < done.progress_total, (done.error, done.phase)
     mnist = transitions.create_job(ctx.db, "audit", {"model_id": model_id,
                                               "dataset": {"name": "mnist", "n": 10},
                                               **{k: AUDIT[k] for k in ("attacks", "epsilons")}},

@@ -4,6 +4,8 @@ reproduces an attack that succeeded before its fix."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -635,3 +637,120 @@ def test_a_callback_resolves_once_and_connects_to_the_checked_address(monkeypatc
         assert post_json(f"http://{name}:{port}/hook/a b?x=1", {"id": "job_1"}, allowed, 5) == 204
         assert lookups == [name, "127.0.0.1"]  # the name once, then the checked literal
         assert hook.received == [("/hook/a%20b?x=1", f"{name}:{port}", b'{"id": "job_1"}')]
+
+
+class Hang(__import__("torch").nn.Module):
+    """A checkpoint whose own code never returns (TorchScript: it runs at load and at every
+    forward pass)."""
+
+    def forward(self, x):
+        y = x.flatten(1)[:, :10] * 0.0
+        i = 0
+        while i < 10**15:
+            y = y + 0.0
+            i += 1
+        return y
+
+
+def _sandboxes_of(home: Path) -> set[int]:
+    """Pids of the sandbox processes (workers.sandbox) that serve the service at `home`."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"workers.sandbox_child" in cmdline and \
+                f"ROBUSTNESS_HOME={home}".encode() in environ.split(b"\0"):
+            found.add(int(proc.name))
+    return found
+
+
+def test_a_model_that_never_returns_is_stopped_on_cancel_and_at_the_time_limit(
+        tmp_path, digits_model):
+    """A TorchScript model looping in `forward` stayed "running / loading model" for minutes
+    after its cancel, and one that never returns held its worker until Celery's hard limit,
+    after which the job was redelivered. Now the model runs in a sandbox process that is
+    killed a grace period after the cancel or the time limit; the job ends with a reason, is
+    never run again, and the worker goes on to the next job. A sandbox that dies fails its
+    job with a reason too."""
+    import json
+
+    import httpx
+    import torch
+
+    from robustness.models import save_state_dict
+    from tests.service_processes import METADATA, finished, wait_for
+
+    torch.jit.script(Hang()).save(str(tmp_path / "hang.pt"))
+    save_state_dict(digits_model.net, tmp_path / "honest.safetensors")
+    svc = Service(tmp_path / "home", {"ROBUSTNESS_AUDIT_TIME_LIMIT": "25",
+                                      "ROBUSTNESS_STOP_GRACE_SECONDS": "3"}, split=False)
+    (tmp_path / "home").mkdir()
+    try:
+        svc.start()
+        c = httpx.Client(base_url=svc.url, headers=AUTH, timeout=30)
+        models = {}
+        for name, meta in (("hang.pt", {"input_shape": [1, 8, 8]}),
+                           ("honest.safetensors", METADATA)):
+            with open(tmp_path / name, "rb") as f:
+                r = c.post("/v1/models", files={"file": (name, f)},
+                           data={"metadata": json.dumps(meta)})
+            assert r.status_code == 201, r.text
+            models[name] = r.json()["id"]
+        spec = {"dataset": {"name": "digits", "n": 20}, "attacks": [{"name": "fgsm"}],
+                "epsilons": [0.1]}
+
+        def submit(model: str) -> str:
+            r = c.post("/v1/audits", json={"model_id": models[model], **spec})
+            assert r.status_code == 202, r.text
+            return r.json()["id"]
+
+        # Cancelled while its model loops: ended within seconds, its process gone.
+        hung = submit("hang.pt")
+        wait_for(c, f"/v1/audits/{hung}", lambda j: j["progress"]["phase"] == "loading model",
+                 timeout=90)
+        time.sleep(2)
+        looping = _sandboxes_of(svc.home)
+        assert len(looping) == 1, looping
+        asked = time.monotonic()
+        assert c.post(f"/v1/audits/{hung}/cancel").status_code == 202
+        job = wait_for(c, f"/v1/audits/{hung}", finished, timeout=30)
+        took = time.monotonic() - asked
+        assert job["status"] == "cancelled" and took < 3 + 10, (job, took)
+        assert "killed" in job["error"], job
+        assert not looping & _sandboxes_of(svc.home), "the looping process outlived its job"
+
+        # Left alone: failed at the 25 s time limit (plus the 3 s grace), not at Celery's.
+        hung = submit("hang.pt")
+        job = wait_for(c, f"/v1/audits/{hung}", finished, timeout=90)
+        assert job["status"] == "failed", job
+        assert job["error"].startswith("time limit of 25 s exceeded") and \
+            "killed" in job["error"], job
+        assert 25 <= job["seconds"] < 25 + 3 + 10, job
+
+        # A sandbox that dies (the OOM killer, a crash in native code) fails its job at once.
+        died = submit("hang.pt")
+        wait_for(c, f"/v1/audits/{died}", lambda j: j["progress"]["phase"] == "loading model",
+                 timeout=90)
+        for pid in _sandboxes_of(svc.home):
+            os.kill(pid, signal.SIGKILL)
+        job = wait_for(c, f"/v1/audits/{died}", finished, timeout=30)
+        assert job["status"] == "failed" and "ended unexpectedly (killed by SIGKILL" in \
+            job["error"], job
+
+        # The worker goes on: an honest audit succeeds, and no hung job ran again.
+        honest = wait_for(c, f"/v1/audits/{submit('honest.safetensors')}", finished, timeout=90)
+        assert honest["status"] == "succeeded", (honest, svc.tail())
+        time.sleep(8)  # beyond the test service's 6 s lease: a redelivery would show by now
+        for listed in c.get("/v1/audits").json()["items"]:
+            if listed["model_id"] == models["hang.pt"]:
+                assert listed["status"] in ("cancelled", "failed"), listed
+                assert listed["attempts"] == 1, listed
+    finally:
+        svc.stop()
+    deadline = time.monotonic() + 10  # and no sandbox outlives its worker
+    while _sandboxes_of(svc.home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _sandboxes_of(svc.home)

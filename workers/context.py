@@ -1,4 +1,6 @@
-"""What a worker process holds across jobs: settings, database, artifact store, caches."""
+"""What a worker process holds across jobs: settings, database, artifact store, caches. The
+worker process and its sandbox (`workers.sandbox`) each build one from the same settings; the
+caches fill in the sandbox, where the runners run."""
 
 from __future__ import annotations
 

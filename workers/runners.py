@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from store.confine import confine_dataset_path
-from store.db import JobRecord, ModelRecord, new_id, utcnow
+from store.db import JobRecord, ModelRecord, new_id
 from workers.cache import key_of
 from workers.context import WorkerContext
 
@@ -117,15 +117,13 @@ def run_training_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
         sha = ctx.store.put_file(weights)
         card = json.loads(weights.with_suffix(".json").read_text())
     model_id = new_id("mdl")
-
-    def register(session) -> None:
-        session.add(ModelRecord(id=model_id, tenant=job.tenant, name=card["metadata"].get("name"),
-                                sha256=sha,
-                                size=size, format="safetensors", model_metadata=card["metadata"],
-                                card=card, source_training_id=job.id, created_at=utcnow()))
-
+    # Data, not a callable: the worker process adds the record in the transaction that ends
+    # the job (`workers.running`), so the model exists exactly when the training succeeded.
+    register = {"id": model_id, "tenant": job.tenant, "name": card["metadata"].get("name"),
+                "sha256": sha, "size": size, "format": "safetensors",
+                "model_metadata": card["metadata"], "card": card, "source_training_id": job.id}
     t = card["training"]
-    return {"result_model_id": model_id, "history": t["history"], "also": register,
+    return {"result_model_id": model_id, "history": t["history"], "register_model": register,
             "summary": {"selected_epoch": t["selected_epoch"], "epochs_run": t["epochs_run"],
                         "catastrophic_overfitting": t["catastrophic_overfitting"],
                         "stopped_early": t["stopped_early"]}}

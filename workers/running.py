@@ -1,37 +1,28 @@
-"""Run one stored job: claim it, call the library, store the outcome exactly once.
+"""Run one stored job: claim it, have a sandbox run the library, store the outcome once.
 
-Liveness and progress go through a heartbeat thread that writes the latest progress to the
-job record every few seconds; the library's progress callback only records numbers and, between
-batches, stops the job when the heartbeat saw a cancel request, a lost claim or the time limit.
-Every failure the library names (bad spec, unloadable model, missing data) and every other
-exception ends the job `failed` with a readable reason; the worker process carries on.
+The library runs in a sandbox process (`workers.sandbox`), since it runs the model's code. Here,
+a heartbeat thread writes the latest progress the sandbox reported to the job record every few
+seconds and notices a cancel request or a lost claim; the wait loop adds the time limit and has
+the sandbox stop (or killed). Every failure the library names (bad spec, unloadable model,
+missing data) and every other exception ends the job `failed` with a readable reason; the
+worker process carries on, and a job it ended is never run again.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import threading
 import time
-import traceback
-from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 
 from store import transitions
-from store.kinds import KINDS, JobKind
+from store.db import ModelRecord, utcnow
+from store.kinds import KINDS
 from workers.context import WorkerContext
+from workers.sandbox import SANDBOXES, Ended
 
 log = logging.getLogger(__name__)
-
-
-class Stop(Exception):
-    """Raised between batches: cancelled, claim lost or out of time (`reason`)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Heartbeat(threading.Thread):
@@ -46,17 +37,17 @@ class Heartbeat(threading.Thread):
         self.lock = threading.Lock()
 
     def progress(self, done: int, total: int, phase: str) -> None:
-        """The library's progress callback: runs between batches."""
-        with self.lock:
-            self.state.update(progress_completed=done, progress_total=total, phase=phase[:100])
-        if time.monotonic() > self.deadline:
-            self.stop_reason = f"time limit of {self.time_limit:.0f} s exceeded"
-        if self.stop_reason:
-            raise Stop(self.stop_reason)
+        self.record(progress_completed=done, progress_total=total, phase=phase[:100])
 
     def record(self, **values) -> None:
         with self.lock:
             self.state.update(values)
+
+    def stop_requested(self) -> str | None:
+        """Why the job must stop now (cancelled, claim lost, out of time), or None."""
+        if self.stop_reason is None and time.monotonic() > self.deadline:
+            self.stop_reason = f"time limit of {self.time_limit:.0f} s exceeded"
+        return self.stop_reason
 
     def beat(self) -> None:
         with self.lock:
@@ -74,13 +65,6 @@ class Heartbeat(threading.Thread):
                 log.exception("heartbeat of %s failed", self.job_id)
 
 
-@cache
-def runner(kind: JobKind) -> Callable[..., dict]:
-    """The kind's runner, (ctx, job, heartbeat) -> the outcome's columns."""
-    module, _, name = kind.runner.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def run_job(ctx: WorkerContext, job_id: str) -> str:
     """Returns what happened, for the task's log line."""
     token = transitions.claim(ctx.db, job_id, ctx.settings.lease_seconds)
@@ -94,36 +78,43 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         return "failed"
     beat = Heartbeat(ctx, job_id, token, kind.time_limit(ctx.settings))
     beat.start()
+    sandbox = None
     try:
-        outcome = runner(kind)(ctx, job, beat)
+        sandbox = SANDBOXES.take(ctx.settings)
+        ended = sandbox.run(job_id, beat, ctx.settings.stop_grace_seconds)
+    except Exception as exc:  # a job fails; the worker never dies
+        log.exception("job %s: sandbox failed", job_id)
+        if sandbox is not None:
+            sandbox.kill()
+        ended = Ended("error", f"internal error ({type(exc).__name__}: {exc})")
+    finally:
         beat.done.set()
+        if sandbox is not None:
+            SANDBOXES.give_back(sandbox)
+    if ended.how == "outcome":
         try:
             beat.beat()  # the last progress, before the outcome
         except Exception:  # noqa: BLE001 - progress is cosmetic; the outcome is what counts
             log.warning("last progress update of %s failed", job_id)
-        ended = transitions.finish(ctx.db, job_id, token, "succeeded", **outcome)
-        return "succeeded" if ended else "finished after losing its claim; outcome dropped"
-    except Stop as stop:
-        beat.done.set()
-        if stop.reason == "claim lost":
+        outcome = dict(ended.value)
+        register = outcome.pop("register_model", None)
+        also = None if register is None else (
+            lambda s: s.add(ModelRecord(**register, created_at=utcnow())))
+        done = transitions.finish(ctx.db, job_id, token, "succeeded", also=also, **outcome)
+        return "succeeded" if done else "finished after losing its claim; outcome dropped"
+    if ended.how in ("stopped", "killed"):
+        if ended.value == "claim lost":
             return "stopped: claim lost"
-        status = "cancelled" if stop.reason == "cancelled" else "failed"
-        transitions.finish(ctx.db, job_id, token, status, error=stop.reason, **beat.state)
+        status = "cancelled" if ended.value == "cancelled" else "failed"
+        reason = ended.value
+        if ended.how == "killed":
+            reason += (f" (the job did not reach its next batch within "
+                       f"{ctx.settings.stop_grace_seconds:g} s, so its process was killed)")
+        transitions.finish(ctx.db, job_id, token, status, error=reason, **beat.state)
         return status
-    except Exception as exc:  # noqa: BLE001 - a job fails; the worker never dies
-        beat.done.set()
-        from robustness.errors import RobustnessError
-
-        if isinstance(exc, RobustnessError):
-            reason = str(exc)
-        else:
-            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-            reason = f"internal error ({type(exc).__name__}: {exc})"
-        reason = without_server_paths(reason, ctx.settings)
-        transitions.finish(ctx.db, job_id, token, "failed", error=reason[:4000])
-        return "failed"
-    finally:
-        beat.done.set()
+    reason = without_server_paths(ended.value, ctx.settings)  # error, died
+    transitions.finish(ctx.db, job_id, token, "failed", error=reason[:4000])
+    return "failed"
 
 
 def without_server_paths(message: str, settings) -> str:

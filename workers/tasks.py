@@ -5,17 +5,27 @@ from __future__ import annotations
 
 import logging
 
+from celery.signals import worker_process_init
+
 from store.kinds import KINDS
 from workers.celery_app import app
 from workers.context import worker_context
 from workers.running import run_job
+from workers.sandbox import SANDBOXES
 from workers.settings import get_worker_settings
 
 log = logging.getLogger(__name__)
-# A backstop only: jobs stop themselves at their own limit, between batches, and fail with a
-# reason; this kills a job stuck inside one batch (prefork pool), and the job is then
-# redelivered until `max_attempts` runs out. Late acknowledgement is the app's configuration.
+# A backstop only: jobs end at their own limit (`workers.running` stops or kills the sandbox
+# that runs them, and fails the job with a reason), so only a worker bug reaches this one,
+# and the job is then redelivered until `max_attempts` runs out. Late acknowledgement is the
+# app's configuration.
 GRACE = 600
+
+
+@worker_process_init.connect
+def _start_sandbox(**_) -> None:
+    """Each pool process starts its sandbox at once, so the first job does not wait for it."""
+    SANDBOXES.prewarm(worker_context().settings)
 
 
 def _register(kind) -> None:
