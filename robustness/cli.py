@@ -1,6 +1,6 @@
 """`robustness` command line: audits, training and the service.
 
-`audit`, `train` and `demo` are here; the service adds `serve` and `keys`, the workers
+`audit`, `certify`, `train` and `demo` are here; the service adds `serve` and `keys`, the workers
 `worker`, each through the `robustness.commands` entry point (this package never imports
 either; installed without them, the library's commands still work).
 
@@ -122,6 +122,26 @@ def cmd_audit(args) -> int:
     return 1 if "gate" in report and not report["gate"]["passed"] else 0
 
 
+def cmd_certify(args) -> int:
+    from robustness.certification import certify_model_file, summary_lines
+    from robustness.spec import parse_certify_spec
+
+    spec = parse_certify_spec(_read_json(args.spec, "spec"))
+    bar = _Bar(enabled=not args.quiet)
+    try:
+        report = certify_model_file(spec, args.model, _metadata(args), data_root=args.data_root,
+                                    device=args.device, progress=bar)
+    finally:
+        bar.close()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report))
+    if not args.quiet:
+        print("\n".join(summary_lines(report)), file=sys.stderr)
+        print(f"report written to {out}", file=sys.stderr)
+    return 0
+
+
 def _epoch_line(entry: dict) -> str:
     def pct(key):
         v = entry.get(key)
@@ -187,6 +207,22 @@ def _extensions() -> list:
     return [entry.load() for entry in entries]
 
 
+def _model_and_data_options(command) -> None:
+    command.add_argument("--model", required=True, help="safetensors, .pt2, TorchScript or .pt")
+    command.add_argument("--metadata", help="model metadata JSON (keys of POST /v1/models); "
+                         "default: the model file's .json sidecar if present")
+    command.add_argument("--architecture", help="registry name, for weights-only formats")
+    command.add_argument("--num-classes", dest="num_classes", type=int)
+    command.add_argument("--data-root", help="where data sets are (default "
+                         "$ROBUSTNESS_DATA_ROOT)")
+
+
+def _device_options(command) -> None:
+    command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
+    command.add_argument("-q", "--quiet", action="store_true",
+                         help="no progress bar or summary")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,19 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
         add_commands(sub)
     audit = sub.add_parser("audit", help="ε-sweep audit of a model file; writes a JSON report")
     audit.add_argument("--spec", required=True, help="audit spec JSON (keys of POST /v1/audits)")
-    audit.add_argument("--model", required=True, help="safetensors, .pt2, TorchScript or .pt")
-    audit.add_argument("--metadata", help="model metadata JSON (keys of POST /v1/models); "
-                       "default: the model file's .json sidecar if present")
-    audit.add_argument("--architecture", help="registry name, for weights-only formats")
-    audit.add_argument("--num-classes", dest="num_classes", type=int)
-    audit.add_argument("--data-root", help="where data sets are (default $ROBUSTNESS_DATA_ROOT)")
+    _model_and_data_options(audit)
     audit.add_argument("--out", default="report.json", help="report path (default report.json)")
     audit.add_argument("--adversarial-out", help="also save the adversarial examples "
                        "(.safetensors or .npz)")
     audit.add_argument("--html", help="also write the report as one HTML page")
-    audit.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
-    audit.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    _device_options(audit)
     audit.set_defaults(func=cmd_audit)
+    certify = sub.add_parser("certify", help="randomized-smoothing certificates (certified L2 "
+                             "radii) for a model file; writes a JSON report")
+    certify.add_argument("--spec", required=True, help="certification spec JSON (dataset, "
+                         "sigma, n0, n, alpha, radii, batch_size, seed)")
+    _model_and_data_options(certify)
+    _device_options(certify)
+    certify.add_argument("--out", default="certification.json",
+                         help="report path (default certification.json)")
+    certify.set_defaults(func=cmd_certify)
     train = sub.add_parser("train", help="train (or adversarially train) a model from a spec; "
                            "writes model.safetensors and model.json")
     train.add_argument("--spec", required=True, help="training spec JSON (keys of "

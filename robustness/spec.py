@@ -1,4 +1,5 @@
-"""The audit spec: one pydantic model for ``POST /v1/audits`` and ``robustness audit --spec``.
+"""The audit spec: one pydantic model for ``POST /v1/audits`` and ``robustness audit --spec``
+(and the certification spec beside it, for ``robustness certify --spec``).
 
 Validation lives here so that every entry point rejects the same inputs with the same message
 naming the field.
@@ -533,6 +534,37 @@ class AuditSpec(Strict):
         if rule.epsilon is None or rule.epsilon not in self.grid(matches[0]):
             raise ValueError(f"{where}.epsilon {rule.epsilon} is not in the ε grid "
                              f"{self.grid(matches[0])} of '{rule.attack}'")
+
+
+class CertifySpec(Strict):
+    """Randomized-smoothing certification (`robustness.smoothing`): Cohen et al.'s CERTIFY on
+    each example of `dataset`."""
+
+    model_id: str | None = Field(default=None, max_length=100,
+                                 description="registered model (service only)")
+    dataset: DatasetSpec
+    sigma: float = Field(gt=0, le=10, allow_inf_nan=False,
+                         description="noise standard deviation, in input units ([0, 1])")
+    n0: int = Field(default=100, ge=1, le=100_000, description="selection samples")
+    n: int = Field(default=100_000, ge=1, le=10_000_000, description="estimation samples")
+    alpha: float = Field(default=0.001, gt=0, lt=0.5, allow_inf_nan=False,
+                         description="a certificate is wrong with probability at most alpha")
+    radii: list[Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]] = Field(
+        default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0], min_length=1, max_length=64,
+        description="L2 radii of the certified-accuracy table")
+    batch_size: int | None = Field(default=None, gt=0, le=65536, description="noisy copies "
+                                   "per forward pass; default: as many as 16 MiB of input holds")
+    top_k: int = Field(default=3, gt=0, le=100)
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> CertifySpec:
+        self.radii = sorted(set(self.radii))
+        return self
+
+
+def parse_certify_spec(data: dict | str | bytes) -> CertifySpec:
+    return parse_spec(CertifySpec, data)
 
 
 def _check_epsilon_grid(epsilons: list[float], norm: str, where: str) -> None:

@@ -1,0 +1,170 @@
+"""Randomized smoothing (issue 14): CERTIFY and PREDICT against closed forms, the bound's
+coverage over seeded repetitions, the cost in forward passes, the spec and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import pairwise
+
+import pytest
+import torch
+from scipy.stats import norm
+
+from robustness.models import Classifier, ModelMetadata
+from robustness.smoothing import (
+    certify,
+    certify_all,
+    generator_for,
+    lower_confidence_bound,
+    predict,
+)
+
+SHAPE = (1, 4, 4)
+
+
+class Linear(torch.nn.Module):
+    """f(x) = class 0 if w·x + b > 0 else class 1, with ‖w‖ = 1: the smoothed classifier's
+    p_A at x is Φ(|w·x + b| / σ), so its exact certified radius is |w·x + b|, the distance to
+    the decision boundary."""
+
+    def __init__(self):
+        super().__init__()
+        w = torch.linspace(-1, 1, math.prod(SHAPE))
+        self.register_buffer("w", w / w.norm())
+        self.b = -0.3
+        self.rows = 0  # forward passes, one per input row
+
+    def margin(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w + self.b
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        z = self.margin(x)
+        return torch.stack([z, -z], dim=1)
+
+
+def linear():
+    net = Linear()
+    return Classifier(net, ModelMetadata(num_classes=2, input_shape=list(SHAPE))).eval(), net
+
+
+def at_distance(net: Linear, d: float) -> torch.Tensor:
+    """An input in [0, 1] whose signed distance to the boundary is d."""
+    x = torch.full(SHAPE, 0.5)
+    return x + (d - net.margin(x.unsqueeze(0)).item()) * net.w.reshape(SHAPE)
+
+
+@pytest.mark.parametrize("d", [0.1, 0.3, 0.6, 1.0, -0.5])
+def test_certified_radius_of_a_linear_classifier_is_its_distance_to_the_boundary(d):
+    model, net = linear()
+    sigma, n, alpha = 0.5, 100_000, 0.001
+    cert = certify(model, at_distance(net, d), sigma, n0=100, n=n, alpha=alpha, num_classes=2,
+                   generator=torch.Generator().manual_seed(7))
+    assert not cert.abstain and cert.pred == (0 if d > 0 else 1)
+    p = norm.cdf(abs(d) / sigma)
+    # what CERTIFY gives from the expected count, and its Monte-Carlo error
+    expected = sigma * norm.ppf(lower_confidence_bound(round(n * p), n, alpha))
+    se = sigma / norm.pdf(norm.ppf(p)) * math.sqrt(p * (1 - p) / n)
+    assert abs(cert.radius - expected) < 4 * se, (cert, expected, se)
+    assert cert.radius < abs(d)  # a lower bound (fails with probability below α)
+    assert abs(d) - cert.radius < 0.03
+    assert cert.count == cert.top_counts[0] and sum(cert.top_counts) == n
+
+
+def test_on_the_boundary_certify_abstains():
+    model, net = linear()
+    cert = certify(model, at_distance(net, 0.0), 0.5, n0=100, n=10_000, alpha=0.001,
+                   num_classes=2, generator=torch.Generator().manual_seed(0))
+    assert cert.abstain and cert.pred == -1 and cert.radius == 0.0 and cert.p_lower <= 0.5
+
+
+def test_the_lower_bound_holds_at_alpha_over_seeded_repetitions():
+    """p_A lower bound above the true p_A in at most α of the runs (Clopper-Pearson is
+    conservative, so somewhat fewer), over 500 runs with n = 100 at α = 0.1."""
+    model, net = linear()
+    sigma, d, alpha, runs = 0.5, 0.42, 0.1, 500
+    x, p_true = at_distance(net, d), norm.cdf(d / sigma)
+    over = sum(certify(model, x, sigma, n0=10, n=100, alpha=alpha, num_classes=2,
+                       generator=generator_for(3, i, torch.device("cpu"))).p_lower > p_true
+               for i in range(runs))
+    # Binomial(500, ≤ 0.1): above 70 is 3 standard deviations out; none at all would mean a
+    # bound far looser than Clopper-Pearson's
+    assert 10 < over <= alpha * runs + 3 * math.sqrt(runs * alpha * (1 - alpha)), over
+
+
+def test_predict_answers_rarely_on_the_boundary_and_correctly_away_from_it():
+    model, net = linear()
+    alpha, runs = 0.1, 300
+    tie = at_distance(net, 0.0)
+    answered = sum(predict(model, tie, 0.5, n=100, alpha=alpha, num_classes=2,
+                           generator=generator_for(5, i, torch.device("cpu"))) != -1
+                   for i in range(runs))
+    assert answered <= alpha * runs + 3 * math.sqrt(runs * alpha * (1 - alpha)), answered
+    far = at_distance(net, -0.8)
+    assert all(predict(model, far, 0.5, n=100, alpha=0.001, num_classes=2,
+                       generator=generator_for(5, i, torch.device("cpu"))) == 1
+               for i in range(20))
+
+
+def test_certify_costs_exactly_n0_plus_n_forward_passes_per_example():
+    model, net = linear()
+    x = torch.stack([at_distance(net, d) for d in (0.2, -0.4, 0.7)])
+    result = certify_all(model, x, torch.tensor([0, 1, 0]), torch.arange(3), sigma=0.5,
+                         n0=100, n=1000, alpha=0.001, num_classes=2, batch_size=300)
+    assert net.rows == result.forward_passes == 3 * (100 + 1000)
+    assert result.pred == [0, 1, 0]
+
+
+def test_an_examples_certificate_does_not_depend_on_the_others():
+    model, net = linear()
+    x = torch.stack([at_distance(net, d) for d in (0.2, -0.4, 0.7)])
+    kwargs = {"sigma": 0.5, "n0": 50, "n": 2000, "alpha": 0.001, "num_classes": 2, "seed": 4}
+    whole = certify_all(model, x, torch.tensor([0, 1, 0]), torch.tensor([10, 11, 12]), **kwargs)
+    alone = certify_all(model, x[2:], torch.tensor([0]), torch.tensor([12]),
+                        batch_size=128, **kwargs)
+    assert whole.radius[2] == alone.radius[0] and whole.count[2] == alone.count[0]
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"sigma": 0}, "sigma"), ({"sigma": -0.1}, "sigma"), ({"n0": 0}, "n0"),
+    ({"n": 0}, "n"), ({"n": 10**8}, "n"), ({"alpha": 0}, "alpha"), ({"alpha": 0.5}, "alpha"),
+    ({"radii": [-1]}, "radii"), ({"batch_size": 0}, "batch_size"), ({"sigmas": 1}, "sigmas"),
+])
+def test_bad_certify_specs_name_the_field(change, field):
+    from robustness.errors import SpecError
+    from robustness.spec import parse_certify_spec
+
+    spec = {"dataset": {"name": "digits"}, "sigma": 0.25, **change}
+    with pytest.raises(SpecError, match=rf"^{field}\b"):
+        parse_certify_spec(spec)
+
+
+def test_certify_command_writes_the_report(digits_model, tmp_path, capsys):
+    from robustness.cli import main
+    from robustness.models import save_state_dict
+
+    weights = tmp_path / "digits.safetensors"
+    save_state_dict(digits_model.net, weights)
+    spec = {"dataset": {"name": "digits", "n": 12}, "sigma": 0.25, "n0": 50, "n": 2000,
+            "radii": [0, 0.25, 0.5], "seed": 1}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    out = tmp_path / "cert.json"
+    code = main(["certify", "--spec", str(tmp_path / "spec.json"), "--model", str(weights),
+                 "--architecture", "madry_mnist", "--num-classes", "10", "--out", str(out),
+                 "--device", "cpu", "-q"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    table = report["certified_accuracy"]
+    assert [row["radius"] for row in table] == [0, 0.25, 0.5]
+    assert all(a["accuracy"] >= b["accuracy"] for a, b in pairwise(table))
+    ex = report["examples"]
+    assert len(ex["pred"]) == len(ex["abstain"]) == len(ex["radius"]) == len(ex["p_lower"]) == 12
+    right = [p == y and not a for p, y, a in zip(ex["pred"], ex["label"], ex["abstain"])]
+    assert table[0]["accuracy"] == report["clean_accuracy"] == sum(right) / 12
+    assert report["clean_accuracy"] >= 0.75  # the digits CNN is ~95% accurate without noise
+    assert all((r > 0) == (not a) for r, a in zip(ex["radius"], ex["abstain"]))
+    assert all(r <= 0.25 * norm.ppf(0.001 ** (1 / 2000)) + 1e-9 for r in ex["radius"])
+    assert report["cost"]["forward_passes"] == 12 * 2050
+    assert sum(c["n"] for c in report["per_class"]) == 12
+    assert report["abstention_rate"] == sum(ex["abstain"]) / 12
