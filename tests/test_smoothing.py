@@ -168,3 +168,29 @@ def test_certify_command_writes_the_report(digits_model, tmp_path, capsys):
     assert report["cost"]["forward_passes"] == 12 * 2050
     assert sum(c["n"] for c in report["per_class"]) == 12
     assert report["abstention_rate"] == sum(ex["abstain"]) / 12
+
+
+def test_gaussian_training_makes_the_model_more_accurate_under_noise(digits):
+    """`method: gaussian` trains on x + N(0, σ²I): at σ = 0.5 its digits CNN beats the same
+    network trained without noise on noisy test digits (measured: 70.0% against 61.6%)."""
+    from robustness.errors import SpecError
+    from robustness.training import parse_training_spec, train_from_spec
+
+    _, test = digits
+    noise = 0.5 * torch.randn(test.x.shape, generator=torch.Generator().manual_seed(0))
+    accuracy = {}
+    for method, extra in (("standard", {}), ("gaussian", {"sigma": 0.5})):
+        spec = parse_training_spec({"architecture": "madry_mnist", "dataset": {"name": "digits"},
+                                    "method": method, "epochs": 15, "batch_size": 64,
+                                    "seed": 0, "validation": {"n": 0}, **extra})
+        model = train_from_spec(spec, device="cpu").model
+        with torch.no_grad():
+            accuracy[method] = float((model(test.x + noise).argmax(1) == test.y).float().mean())
+    assert accuracy["gaussian"] >= accuracy["standard"] + 0.05, accuracy
+    assert spec.resolved()["sigma"] == 0.5
+    with pytest.raises(SpecError, match="^sigma: required"):
+        parse_training_spec({"architecture": "madry_mnist", "dataset": {"name": "digits"},
+                             "method": "gaussian", "epochs": 1})
+    with pytest.raises(SpecError, match="^sigma: only used by method 'gaussian'"):
+        parse_training_spec({"architecture": "madry_mnist", "dataset": {"name": "digits"},
+                             "method": "pgd", "epsilon": 0.3, "sigma": 0.5, "epochs": 1})

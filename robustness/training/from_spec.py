@@ -90,6 +90,8 @@ def _method_loss(spec: TrainingSpec, r: dict, generator: torch.Generator,
         return methods.standard
     if spec.method == "distillation":
         return methods.soft_labels(r["temperature"])
+    if spec.method == "gaussian":
+        return methods.gaussian(spec.sigma, generator)
     common = {"norm": spec.norm, "epsilon": spec.epsilon, "steps": spec.attack_steps,
               "step_size": spec.attack_step_size, "generator": generator,
               "warmup_steps": round(r["epsilon_warmup"] * batches_per_epoch)}

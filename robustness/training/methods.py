@@ -18,6 +18,18 @@ def standard(model, x, y):
     return F.cross_entropy(model(x), y)
 
 
+def gaussian(sigma: float, generator: torch.Generator):
+    """Gaussian data augmentation (Cohen et al. 2019): cross-entropy on x + N(0, σ²I), not
+    clipped to [0, 1], exactly the noise randomized smoothing certifies under, so the base
+    classifier learns to classify what the smoothed one will show it."""
+
+    def loss(model, x, y):
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return F.cross_entropy(model(x + sigma * noise), y)
+
+    return loss
+
+
 def _ramp(warmup_steps: int):
     """Fraction of the full ε at each successive call (one call per training step): a linear
     ramp from 1/warmup_steps to 1, then 1. Early PGD-AT at full ε can push a network that is

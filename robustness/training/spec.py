@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from robustness.models.metadata import Preprocessing
 from robustness.spec import DatasetSpec, Strict, parse_spec
 
-METHODS = ("standard", "fgsm", "pgd", "trades", "distillation")
+METHODS = ("standard", "fgsm", "pgd", "trades", "distillation", "gaussian")
 
 # Which optional keys each method reads; every other method must leave them unset.
 METHOD_KEYS = {
@@ -27,6 +27,7 @@ METHOD_KEYS = {
     "temperature": ("distillation",),
     "teacher_model_id": ("distillation",),
     "teacher_epochs": ("distillation",),
+    "sigma": ("gaussian",),
 }
 ADVERSARIAL = ("fgsm", "pgd", "trades")
 
@@ -67,7 +68,7 @@ class TrainingSpec(Strict):
                                           description="default: from the data")
     preprocessing: Preprocessing | None = None
     dataset: TrainingDatasetSpec
-    method: Literal["standard", "fgsm", "pgd", "trades", "distillation"]
+    method: Literal["standard", "fgsm", "pgd", "trades", "distillation", "gaussian"]
     norm: Literal["linf", "l2"] = "linf"
     epsilon: float | None = Field(default=None, ge=0, allow_inf_nan=False,
                                   description="perturbation budget, pixel units of [0,1] inputs")
@@ -88,6 +89,9 @@ class TrainingSpec(Strict):
                                          "teacher (service); default: train one in this job")
     teacher_epochs: int | None = Field(default=None, gt=0, le=1000,
                                        description="distillation: default `epochs`")
+    sigma: float | None = Field(default=None, gt=0, le=10, allow_inf_nan=False,
+                                description="gaussian: the noise's standard deviation (train "
+                                "at the σ the model will be certified at)")
     epochs: int = Field(gt=0, le=1000)
     batch_size: int = Field(default=128, gt=0, le=65536)
     lr: float = Field(default=1e-3, gt=0, le=10, allow_inf_nan=False,
@@ -110,6 +114,8 @@ class TrainingSpec(Strict):
             if getattr(self, key) is not None and self.method not in methods:
                 users = " or ".join(f"'{m}'" for m in methods)
                 raise ValueError(f"{key}: only used by method {users}, not '{self.method}'")
+        if self.method == "gaussian" and self.sigma is None:
+            raise ValueError("sigma: required by method 'gaussian'")
         if self.method in ADVERSARIAL and self.epsilon is None:
             raise ValueError(f"epsilon: required by method '{self.method}'")
         for where, eps in (("epsilon", self.epsilon), ("validation.epsilon",
