@@ -16,7 +16,15 @@ from robustness.data import load_dataset
 from robustness.devices import pick_device
 from robustness.evaluation.report import versions
 from robustness.models import ModelMetadata, load_model
-from robustness.smoothing import Progress, auto_batch, certified_accuracy, certify_all
+from robustness.smoothing import (
+    Progress,
+    attack_smoothed,
+    auto_batch,
+    certified_accuracy,
+    certify_all,
+    generator_for,
+    smoothed_predictions,
+)
 from robustness.spec import CertifySpec
 
 KIND = "certification"
@@ -28,13 +36,23 @@ def certify_dataset(model, data, spec: CertifySpec, *, device=None,
     device = pick_device(device) if not isinstance(device, torch.device) else device
     num_classes = model.metadata.num_classes
     batch = spec.batch_size or auto_batch(tuple(data.x.shape[1:]), max(spec.n0, spec.n))
+    total = len(data.y)
+    attack_units = 0 if spec.attack is None else len(spec.attack.radii) * total
+
+    def certified_progress(done: int, _total: int, phase: str) -> None:
+        if progress:
+            progress(done, total + attack_units, phase)
+
     result = certify_all(model, data.x, data.y, data.indices, sigma=spec.sigma, n0=spec.n0,
                          n=spec.n, alpha=spec.alpha, num_classes=num_classes,
                          batch_size=batch, seed=spec.seed, top_k=spec.top_k, device=device,
-                         progress=progress)
+                         progress=certified_progress)
     table = certified_accuracy(result, spec.radii)
-    total = len(result.label)
-    return {
+    attack = None
+    if spec.attack is not None:
+        attack = _attack(model, data, spec, result, device, batch,
+                         lambda done, phase: certified_progress(total + done, 0, phase))
+    report = {
         "kind": KIND,
         "model": {**model_info(model), **(model_extra or {})},
         "dataset": data.description,
@@ -50,7 +68,8 @@ def certify_dataset(model, data, spec: CertifySpec, *, device=None,
                      "p_lower": result.p_lower, "count": result.count,
                      "top_classes": result.top_classes, "top_counts": result.top_counts},
         "cost": {"forward_passes": result.forward_passes,
-                 "forward_passes_per_example": spec.n0 + spec.n, "batch_size": batch,
+                 "forward_passes_per_example": spec.forward_passes_per_example(),
+                 "batch_size": batch,
                  "seconds": result.seconds},
         "provenance": {
             "versions": versions(), "platform": f"{platform.system()} {platform.machine()}",
@@ -58,6 +77,47 @@ def certify_dataset(model, data, spec: CertifySpec, *, device=None,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
+    if attack is not None:
+        report["examples"]["attack_pred"] = attack.pop("pred")
+        report["attack"] = attack
+        report["cost"]["forward_passes"] += attack["forward_passes"]
+        report["cost"]["seconds"] += attack["seconds"]
+    return report
+
+
+def _attack(model, data, spec: CertifySpec, result, device, batch: int, tick) -> dict:
+    """SmoothAdv at each radius, then the smoothed prediction at each attacked point. Noise is
+    seeded per example and radius, apart from the certificates' streams."""
+    import time
+
+    started = time.perf_counter()
+    a = spec.attack
+    num_classes = model.metadata.num_classes
+    rows, preds, done = [], [], 0
+    for r_i, r in enumerate(a.radii):
+        at_r = []
+        for lo in range(0, len(data.y), a.batch_size):
+            hi = min(lo + a.batch_size, len(data.y))
+            seed = spec.seed + 7919 * (r_i + 1)
+            x = data.x[lo:hi].to(device)
+            x_adv = attack_smoothed(model, x, data.y[lo:hi].to(device), sigma=spec.sigma,
+                                    radius=r, steps=a.steps, draws=a.draws,
+                                    generator=generator_for(seed, int(data.indices[lo]), device))
+            at_r += smoothed_predictions(
+                model, x_adv, sigma=spec.sigma, n=a.n, num_classes=num_classes,
+                batch_size=min(batch, a.n),
+                generators=[generator_for(seed + 1, int(i), device) for i in data.indices[lo:hi]])
+            done += hi - lo
+            tick(done, f"attack radius {r:g}: example {hi}/{len(data.y)}")
+        preds.append(at_r)
+        right = sum(p == y for p, y in zip(at_r, result.label)) / max(1, len(at_r))
+        certified = certified_accuracy(result, [r])[0]["accuracy"]
+        rows.append({"radius": r, "accuracy": right, "certified_accuracy": certified})
+    per_example = len(a.radii) * (2 * a.steps * a.draws + a.n)
+    return {"name": "smoothadv_pgd_l2", "norm": "l2", "steps": a.steps, "draws": a.draws,
+            "step_size": "2.5·radius/steps", "n": a.n, "results": rows, "pred": preds,
+            "forward_passes": len(data.y) * per_example,
+            "seconds": time.perf_counter() - started}
 
 
 def _per_class(result, radii: list[float], num_classes: int) -> list[dict]:
@@ -89,6 +149,12 @@ def summary_lines(report: dict) -> list[str]:
             f"{report['clean_accuracy']:.4f}, abstained {report['abstention_rate']:.4f} "
             f"(n={len(report['examples']['index'])})")
     lines = [head, f"{'radius':>8}{'certified':>11}"]
-    lines += [f"{row['radius']:>8.3f}{row['accuracy']:>11.4f}"
-              for row in report["certified_accuracy"]]
+    attacked = {row["radius"]: row["accuracy"] for row in report.get("attack", {})
+                .get("results", [])}
+    lines[-1] += f"{'attacked':>10}" if attacked else ""
+    for row in report["certified_accuracy"]:
+        line = f"{row['radius']:>8.3f}{row['accuracy']:>11.4f}"
+        if row["radius"] in attacked:
+            line += f"{attacked[row['radius']]:>10.4f}"
+        lines.append(line)
     return lines

@@ -155,6 +155,50 @@ def certify_all(model, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor, 
                      seconds=time.perf_counter() - started, **columns)
 
 
+class _NoisyProbabilities(torch.nn.Module):
+    def __init__(self, model, sigma: float, generator: torch.Generator):
+        super().__init__()
+        self.model, self.sigma, self.generator = model, sigma, generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        return torch.softmax(self.model(x + self.sigma * noise), dim=1)
+
+
+def soft_smoothed(model, sigma: float, draws: int, generator: torch.Generator):
+    """The smoothed soft classifier as a model: log of the model's softmax averaged over
+    `draws` noise draws (Salman et al. 2019), whose gradient, unlike the hard smoothed
+    classifier's, exists; any gradient attack then attacks the smoothed classifier."""
+    from robustness.attacks.eot import expectation
+
+    mean = expectation(_NoisyProbabilities(model, sigma, generator), draws)
+    return lambda x: mean(x).clamp_min(1e-30).log()
+
+
+def attack_smoothed(model, x: torch.Tensor, y: torch.Tensor, *, sigma: float, radius: float,
+                    steps: int, draws: int, generator: torch.Generator) -> torch.Tensor:
+    """SmoothAdv's PGD (Salman et al. 2019): L2 PGD within `radius` on the cross-entropy of the
+    soft smoothed classifier, its gradient a Monte-Carlo estimate over `draws` draws a step.
+    One PGD loop (`attacks.pgd.ascend`) serves it as it serves every norm."""
+    from robustness.attacks.losses import cross_entropy
+    from robustness.attacks.pgd import ascend
+    from robustness.attacks.threat import threat_model
+
+    if radius == 0:
+        return x
+    delta = ascend(soft_smoothed(model, sigma, draws, generator), x, y,
+                   threat_model("l2", radius), torch.zeros_like(x), steps=steps,
+                   step_size=2.5 * radius / steps, objective=cross_entropy)
+    return (x + delta).detach()
+
+
+def smoothed_predictions(model, x: torch.Tensor, *, sigma: float, n: int, num_classes: int,
+                         batch_size: int, generators: list[torch.Generator]) -> list[int]:
+    """The smoothed classifier's class (the most frequent on `n` draws) at each row of x."""
+    return [int(sample_counts(model, row, sigma, n, num_classes, batch_size, g).argmax())
+            for row, g in zip(x, generators)]
+
+
 def certified_accuracy(result: Certified, radii: list[float]) -> list[dict]:
     """Fraction of examples classified correctly with a certified radius of at least r."""
     total = max(1, len(result.label))

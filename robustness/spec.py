@@ -536,6 +536,19 @@ class AuditSpec(Strict):
                              f"{self.grid(matches[0])} of '{rule.attack}'")
 
 
+class SmoothedAttackSpec(Strict):
+    """The empirical side of a certification: SmoothAdv's PGD-L2 on the smoothed classifier
+    at each radius; its robust accuracy can only be at or above the certified one."""
+
+    radii: list[Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]] | None = Field(
+        default=None, max_length=16, description="default: the positive radii of `radii`")
+    steps: int = Field(default=20, gt=0, le=1000)
+    draws: int = Field(default=16, gt=0, le=1024, description="noise draws per gradient")
+    n: int = Field(default=1000, gt=0, le=1_000_000, description="draws for the smoothed "
+                   "prediction at each attacked point")
+    batch_size: int = Field(default=64, gt=0, le=4096, description="examples per attack call")
+
+
 class CertifySpec(Strict):
     """Randomized-smoothing certification (`robustness.smoothing`): Cohen et al.'s CERTIFY on
     each example of `dataset`."""
@@ -556,11 +569,24 @@ class CertifySpec(Strict):
                                    "per forward pass; default: as many as 16 MiB of input holds")
     top_k: int = Field(default=3, gt=0, le=100)
     seed: int = Field(default=0, ge=0)
+    attack: SmoothedAttackSpec | None = Field(default_factory=SmoothedAttackSpec,
+                                              description="null: certificates only")
 
     @model_validator(mode="after")
     def _check(self) -> CertifySpec:
         self.radii = sorted(set(self.radii))
+        if self.attack is not None:
+            if self.attack.radii is None:
+                self.attack.radii = [r for r in self.radii if r > 0]
+            self.attack.radii = sorted(set(self.attack.radii))
         return self
+
+    def forward_passes_per_example(self) -> int:
+        """n0 + n, plus the attack's: a forward and a backward pass per draw and step, and n
+        draws for the prediction at each attacked point, per radius."""
+        a = self.attack
+        attack = 0 if a is None else len(a.radii) * (2 * a.steps * a.draws + a.n)
+        return self.n0 + self.n + attack
 
 
 def parse_certify_spec(data: dict | str | bytes) -> CertifySpec:

@@ -335,8 +335,10 @@ def test_worker_side_limits_and_missing_data_fail_the_job_with_a_reason(tmp_path
 
     path = tmp_path / "m.safetensors"
     path.write_bytes(weights)
+    # (a long grace: this job stops at its next batch, however busy the machine)
     ctx = WorkerContext(WorkerSettings(home=tmp_path, audit_time_limit=1, heartbeat_seconds=0.2,
-                                 data_root=tmp_path / "no-data", device="cpu"))
+                                       data_root=tmp_path / "no-data", device="cpu",
+                                       stop_grace_seconds=300))
     model_id = register_file(ctx.db, ctx.store, path, METADATA)
     slow = transitions.create_job(ctx.db, "audit", {
         "model_id": model_id, "dataset": {"name": "digits", "n": 200},
@@ -344,8 +346,7 @@ def test_worker_side_limits_and_missing_data_fail_the_job_with_a_reason(tmp_path
         "batch_size": 20}, model_id)
     assert run_job(ctx, slow.id) == "failed"
     done = transitions.get_job(ctx.db, slow.id)
-    # stopped at its next batch, or killed if that batch took more than the grace period
-    assert done.error.startswith("time limit of 1 s exceeded"), done.error
+    assert done.error == "time limit of 1 s exceeded"
     assert 0 < done.progress_completed < done.progress_total, (done.error, done.phase)
     mnist = transitions.create_job(ctx.db, "audit", {"model_id": model_id,
                                               "dataset": {"name": "mnist", "n": 10},

@@ -707,6 +707,20 @@ def test_a_model_that_never_returns_is_stopped_on_cancel_and_at_the_time_limit(
             assert r.status_code == 202, r.text
             return r.json()["id"]
 
+        # An honest audit that reports progress without pause stops at its next batch.
+        r = c.post("/v1/audits", json={"model_id": models["honest.safetensors"],
+                                       "dataset": {"name": "digits", "n": 400},
+                                       "attacks": [{"name": "pgd", "steps": 20}],
+                                       "epsilons": [0.1, 0.2, 0.3], "batch_size": 1})
+        busy = r.json()["id"]
+        wait_for(c, f"/v1/audits/{busy}", lambda j: j["progress"]["completed"] > 5, timeout=90)
+        asked = time.monotonic()
+        assert c.post(f"/v1/audits/{busy}/cancel").status_code == 202
+        job = wait_for(c, f"/v1/audits/{busy}", finished, timeout=30)
+        assert job["status"] == "cancelled" and job["error"] == "cancelled", job
+        assert time.monotonic() - asked < 3, job  # within a heartbeat and a batch, unkilled
+        assert 0 < job["progress"]["fraction"] < 1, job
+
         # Cancelled while its model loops: ended within seconds, its process gone.
         hung = submit("hang.pt")
         wait_for(c, f"/v1/audits/{hung}", lambda j: j["progress"]["phase"] == "loading model",

@@ -165,7 +165,7 @@ def test_certify_command_writes_the_report(digits_model, tmp_path, capsys):
     assert report["clean_accuracy"] >= 0.75  # the digits CNN is ~95% accurate without noise
     assert all((r > 0) == (not a) for r, a in zip(ex["radius"], ex["abstain"]))
     assert all(r <= 0.25 * norm.ppf(0.001 ** (1 / 2000)) + 1e-9 for r in ex["radius"])
-    assert report["cost"]["forward_passes"] == 12 * 2050
+    assert report["cost"]["forward_passes"] == 12 * (2050 + 2 * (2 * 20 * 16 + 1000))
     assert sum(c["n"] for c in report["per_class"]) == 12
     assert report["abstention_rate"] == sum(ex["abstain"]) / 12
 
@@ -194,3 +194,46 @@ def test_gaussian_training_makes_the_model_more_accurate_under_noise(digits):
     with pytest.raises(SpecError, match="^sigma: only used by method 'gaussian'"):
         parse_training_spec({"architecture": "madry_mnist", "dataset": {"name": "digits"},
                              "method": "pgd", "epsilon": 0.3, "sigma": 0.5, "epochs": 1})
+
+
+def test_smoothadv_crosses_a_linear_boundary_exactly_when_it_is_within_the_radius():
+    """The smoothed linear classifier's boundary is the base one's, so an L2 attack of radius
+    0.5 flips the points closer than 0.5 to it (0.3, 0.45) and none farther (0.55, 0.8)."""
+    from robustness.smoothing import attack_smoothed, smoothed_predictions
+
+    model, net = linear()
+    distances = [0.3, 0.45, 0.55, 0.8]
+    x = torch.stack([at_distance(net, d) for d in distances])
+    y = torch.zeros(len(distances), dtype=torch.int64)
+    x_adv = attack_smoothed(model, x, y, sigma=0.25, radius=0.5, steps=20, draws=16,
+                            generator=torch.Generator().manual_seed(0))
+    assert ((x_adv - x).flatten(1).norm(dim=1) <= 0.5 + 1e-5).all()
+    moved = net.margin(x_adv)
+    assert torch.allclose(moved, torch.tensor(distances) - 0.5, atol=0.02), moved
+    preds = smoothed_predictions(model, x_adv, sigma=0.25, n=4000, num_classes=2,
+                                 batch_size=4000,
+                                 generators=[generator_for(0, i, torch.device("cpu"))
+                                             for i in range(4)])
+    assert preds == [1, 1, 0, 0]
+
+
+def test_the_attacked_accuracy_is_never_below_the_certified_one(digits_model):
+    """On real digits: SmoothAdv lowers the smoothed classifier's accuracy, yet at every radius
+    stays at or above the certified accuracy (a certificate the attack beat would be wrong)."""
+    from robustness.certification import certify_dataset
+    from robustness.data import load_dataset
+    from robustness.spec import DatasetSpec, parse_certify_spec
+
+    data = load_dataset(DatasetSpec(name="digits", split="test", n=60))
+    spec = parse_certify_spec({"dataset": {"name": "digits", "n": 60}, "sigma": 0.25,
+                               "n0": 50, "n": 4000, "radii": [0, 0.25, 0.5, 0.75],
+                               "attack": {"steps": 10, "draws": 8, "n": 500}})
+    report = certify_dataset(digits_model, data, spec, device="cpu")
+    rows = report["attack"]["results"]
+    assert [row["radius"] for row in rows] == [0.25, 0.5, 0.75]
+    for row in rows:
+        assert row["accuracy"] >= row["certified_accuracy"], rows
+    assert rows[-1]["accuracy"] < report["clean_accuracy"] - 0.2, rows  # the attack bites
+    per_example = 50 + 4000 + 3 * (2 * 10 * 8 + 500)
+    assert report["cost"]["forward_passes"] == 60 * per_example
+    assert len(report["examples"]["attack_pred"]) == 3

@@ -119,9 +119,9 @@ def run_training_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
     model_id = new_id("mdl")
     # Data, not a callable: the worker process adds the record in the transaction that ends
     # the job (`workers.running`), so the model exists exactly when the training succeeded.
-    register = {"id": model_id, "tenant": job.tenant, "name": card["metadata"].get("name"),
-                "sha256": sha, "size": size, "format": "safetensors",
-                "model_metadata": card["metadata"], "card": card, "source_training_id": job.id}
+    register = {"id": model_id, "name": card["metadata"].get("name"), "sha256": sha,
+                "size": size, "format": "safetensors", "model_metadata": card["metadata"],
+                "card": card}
     t = card["training"]
     return {"result_model_id": model_id, "history": t["history"], "register_model": register,
             "summary": {"selected_epoch": t["selected_epoch"], "epochs_run": t["epochs_run"],

@@ -23,6 +23,11 @@ from workers.context import WorkerContext
 from workers.sandbox import SANDBOXES, Ended
 
 log = logging.getLogger(__name__)
+# What a sandbox's outcome may set: the job's result columns, and a trained model's record
+# (its tenant and training are the job's, whatever the sandbox says).
+OUTCOME_COLUMNS = {"report_sha256", "adversarial_sha256", "summary", "result_model_id",
+                   "history"}
+MODEL_COLUMNS = ("id", "name", "sha256", "size", "format", "model_metadata", "card")
 
 
 class Heartbeat(threading.Thread):
@@ -78,28 +83,39 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         return "failed"
     beat = Heartbeat(ctx, job_id, token, kind.time_limit(ctx.settings))
     beat.start()
-    sandbox = None
+    sandbox, idle = None, False
     try:
         sandbox = SANDBOXES.take(ctx.settings)
         ended = sandbox.run(job_id, beat, ctx.settings.stop_grace_seconds)
+        # the job ended in the sandbox, which now waits for the next one
+        idle = ended.how in ("outcome", "stopped", "error") and sandbox.alive
     except Exception as exc:  # a job fails; the worker never dies
         log.exception("job %s: sandbox failed", job_id)
+        ended = Ended("error", f"internal error ({type(exc).__name__}: {exc})")
+    except BaseException:  # the worker is going down: so is the job's sandbox
         if sandbox is not None:
             sandbox.kill()
-        ended = Ended("error", f"internal error ({type(exc).__name__}: {exc})")
+        raise
     finally:
         beat.done.set()
-        if sandbox is not None:
+    if sandbox is not None:
+        if idle:
             SANDBOXES.give_back(sandbox)
+        else:
+            sandbox.kill()
+            SANDBOXES.prewarm(ctx.settings)  # so the next job does not wait for torch
     if ended.how == "outcome":
         try:
             beat.beat()  # the last progress, before the outcome
         except Exception:  # noqa: BLE001 - progress is cosmetic; the outcome is what counts
             log.warning("last progress update of %s failed", job_id)
-        outcome = dict(ended.value)
-        register = outcome.pop("register_model", None)
-        also = None if register is None else (
-            lambda s: s.add(ModelRecord(**register, created_at=utcnow())))
+        outcome = {k: v for k, v in ended.value.items() if k in OUTCOME_COLUMNS}
+        register = ended.value.get("register_model")
+        also = None
+        if register is not None:
+            row = {k: register[k] for k in MODEL_COLUMNS}
+            also = lambda s: s.add(ModelRecord(**row, tenant=job.tenant,
+                                               source_training_id=job.id, created_at=utcnow()))
         done = transitions.finish(ctx.db, job_id, token, "succeeded", also=also, **outcome)
         return "succeeded" if done else "finished after losing its claim; outcome dropped"
     if ended.how in ("stopped", "killed"):

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
 MAX_MESSAGE_BYTES = 64 << 20
+# What a running job may write to its record through `record` (the heartbeat stores them).
+RECORDED = {"phase", "history"}
 # A fresh sandbox imports torch and the library before it reads its first job; a stop asked in
 # that time waits for it, since none of that is the model's code.
 STARTUP_SECONDS = 300.0
@@ -57,22 +59,31 @@ class Sandbox:
         self.key = settings.model_dump_json()
         from_parent, to_child = os.pipe()
         from_child, to_parent = os.pipe()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.sandbox_child", str(from_parent), str(to_parent),
-             str(os.getpid())],
-            pass_fds=(from_parent, to_parent), stdin=subprocess.DEVNULL,
-            # Its own process group, so that it is killed with whatever it started, and is
-            # spared the terminal's Ctrl-C (the worker's warm shutdown decides); not a session
-            # of its own, which Linux would schedule as a separate group, outside the
-            # worker's nice level and CPU share.
-            process_group=0)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "workers.sandbox_child", str(from_parent), str(to_parent),
+                 str(os.getpid())],
+                pass_fds=(from_parent, to_parent), stdin=subprocess.DEVNULL,
+                # Its own process group, so that it is killed with whatever it started, and is
+                # spared the terminal's Ctrl-C (the worker's warm shutdown decides); not a session
+                # of its own, which Linux would schedule as a separate group, outside the
+                # worker's nice level and CPU share.
+                process_group=0)
+        except BaseException:
+            for fd in (from_parent, to_child, from_child, to_parent):
+                os.close(fd)
+            raise
         os.close(from_parent)
         os.close(to_parent)
         self.inbox = Connection(from_child, writable=False)
         self.outbox = Connection(to_child, readable=False)
         self.ready_at: float | None = None
         self.started = time.monotonic()
-        send(self.outbox, settings=json.loads(self.key))
+        try:
+            send(self.outbox, settings=json.loads(self.key))
+        except OSError:
+            self.kill()
+            raise
 
     @property
     def alive(self) -> bool:
@@ -80,28 +91,29 @@ class Sandbox:
 
     def run(self, job_id: str, beat, grace: float) -> Ended:
         """Run one job, relaying progress to `beat` and stopping when `beat.stop_requested()`
-        names a reason."""
+        names a reason. Messages are read for at most one poll interval at a time, so a job
+        that reports progress without pause is still stopped."""
         try:
             send(self.outbox, job=job_id)
         except OSError:
             return self._died()
         asked_at = None
         while True:
-            if self.inbox.poll(POLL_SECONDS):
+            until = time.monotonic() + POLL_SECONDS
+            while self.inbox.poll(max(0.0, until - time.monotonic())):
                 try:
                     message = receive(self.inbox)
-                except (EOFError, OSError):
+                except EOFError:
                     return self._died()
-                if "ready" in message:
-                    self.ready_at = time.monotonic()
-                elif "progress" in message:
-                    beat.progress(*message["progress"])
-                elif "record" in message:
-                    beat.record(**message["record"])
-                else:
-                    (how, value), = message.items()
-                    return Ended(how, value)
-                continue
+                except (OSError, ValueError) as exc:  # oversized or garbled: not our child's
+                    self.kill()
+                    return Ended("error", f"the process running the model sent an unreadable "
+                                          f"message ({type(exc).__name__}); it was stopped")
+                ended = self._handle(message, job_id, beat)
+                if ended is not None:
+                    return ended
+                if time.monotonic() >= until:
+                    break
             if not self.alive and not self.inbox.poll(0):
                 return self._died()
             reason = beat.stop_requested()
@@ -122,6 +134,23 @@ class Sandbox:
                 self.kill()
                 return Ended("killed", reason)
 
+    def _handle(self, message: dict, job_id: str, beat) -> Ended | None:
+        if "ready" in message:
+            self.ready_at = time.monotonic()
+        elif "progress" in message:
+            done, total, phase = message["progress"]
+            beat.progress(int(done), int(total), str(phase))
+        elif "record" in message:
+            beat.record(**{k: v for k, v in message["record"].items() if k in RECORDED})
+        elif message.get("job") != job_id:  # an outcome must name the job it belongs to
+            self.kill()
+            return Ended("error", "the process running the model answered for another job; "
+                                  "it was stopped")
+        else:
+            how = next(k for k in ("outcome", "stopped", "error") if k in message)
+            return Ended(how, message[how])
+        return None
+
     def _died(self) -> Ended:
         self.kill()
         code = self.proc.returncode
@@ -141,7 +170,10 @@ class Sandbox:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        self.proc.wait()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:  # stuck in the kernel (a device, a network disk)
+            log.error("sandbox %s did not die within 10 s of SIGKILL", self.proc.pid)
         self._close()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -160,9 +192,10 @@ class Sandbox:
 
 class Sandboxes:
     """This process's idle sandboxes. A job takes one for its settings (or starts one) and
-    gives it back if it is still usable; at most `keep` wait idle."""
+    gives it back once the job has ended in it, if it is still usable; at most `keep` wait
+    idle (a threads pool of more jobs at once starts the surplus per job)."""
 
-    def __init__(self, keep: int = 2):
+    def __init__(self, keep: int = 4):
         self.keep = keep
         self.idle: list[Sandbox] = []
         self.lock = threading.Lock()

@@ -43,8 +43,9 @@ class Relay:
         send(self.outbox, progress=[done, total, phase])
         while self.inbox.poll(0):
             message = receive(self.inbox)
-            if "stop" in message:
-                raise Stop(message["stop"])
+            if "stop" not in message:  # the worker sends nothing else while a job runs
+                raise RuntimeError(f"sandbox protocol: {sorted(message)} during a job")
+            raise Stop(message["stop"])
 
     def record(self, **values) -> None:
         send(self.outbox, record=values)
@@ -60,13 +61,14 @@ def runner(name: str) -> Callable[..., dict]:
 
 
 def run_one(ctx, job_id: str, beat: Relay) -> dict:
+    """The job's end as a message: its outcome, that it stopped, or a failure reason."""
     from robustness.errors import RobustnessError
     from store import transitions
 
-    job = transitions.get_job(ctx.db, job_id)
-    if job is None:
-        return {"error": f"job {job_id} no longer exists"}
     try:
+        job = transitions.get_job(ctx.db, job_id)
+        if job is None:
+            return {"error": f"job {job_id} no longer exists"}
         return {"outcome": runner(job.kind)(ctx, job, beat)}
     except Stop as stop:
         return {"stopped": stop.reason}
@@ -102,7 +104,14 @@ def main(argv: list[str]) -> int:
         while True:
             message = receive(inbox)
             if "job" in message:  # (a stop that came after its job ended is dropped)
-                send(outbox, **run_one(ctx, message["job"], Relay(inbox, outbox)))
+                job_id = message["job"]
+                ended = run_one(ctx, job_id, Relay(inbox, outbox))
+                try:
+                    send(outbox, job=job_id, **ended)
+                except (TypeError, ValueError) as exc:  # an outcome JSON cannot carry
+                    log.error("job %s: outcome not serialisable: %s", job_id, exc)
+                    send(outbox, job=job_id, error=f"internal error (outcome not "
+                                                   f"serialisable: {exc})")
     except (EOFError, BrokenPipeError):  # the worker is gone or closed this sandbox
         return 0
 
