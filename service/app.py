@@ -20,7 +20,17 @@ from service.gateway import Gateway
 from service.metrics import Metrics
 from service.problems import PROBLEMS
 from service.reconcile import reconcile
-from service.routes import V1, audits, health, keys, metrics, models, schedules, trainings
+from service.routes import (
+    V1,
+    audits,
+    certifications,
+    health,
+    keys,
+    metrics,
+    models,
+    schedules,
+    trainings,
+)
 from service.schedules import fire_due
 from service.schemas import ProblemDetails
 from service.settings import GatewaySettings, get_gateway_settings
@@ -84,7 +94,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.middleware("http")(app.state.metrics.middleware())
     problems.install(app)
     v1 = APIRouter(prefix=V1)
-    for module in (models, audits, trainings, schedules, keys, health):
+    for module in (models, audits, trainings, certifications, schedules, keys, health):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(metrics.router)

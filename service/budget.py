@@ -24,6 +24,12 @@ def audit_passes(spec) -> int | None:
     return n * (per + 1)  # + the clean pass
 
 
+def certification_passes(spec) -> int | None:
+    """n0 + n forward passes per example, and the attack's (`CertifySpec`)."""
+    n = _examples(spec.dataset)
+    return None if n is None else n * spec.forward_passes_per_example()
+
+
 def training_passes(spec) -> int | None:
     """Every pass a training makes: its method's on the training data, and the held-out
     monitors' every epoch (clean, FGSM and PGD with restarts), the teacher's epochs included."""
@@ -52,6 +58,9 @@ def check_batch_sizes(spec, limit: int) -> None:
     fields = [("batch_size", getattr(spec, "batch_size", None))]
     fields += [(f"attacks[{i}].batch_size", a.batch_size)
                for i, a in enumerate(getattr(spec, "attacks", []))]
+    attack = getattr(spec, "attack", None)  # a certification's
+    if attack is not None:
+        fields.append(("attack.batch_size", attack.batch_size))
     validation = getattr(spec, "validation", None)
     if validation is not None:
         fields.append(("validation.batch_size", validation.batch_size))

@@ -47,6 +47,13 @@ TRAINING = JobKind(
     runner="workers.runners:run_training_job",
     model_column="result_model_id", shows_history=True)
 
-KINDS: dict[str, JobKind] = {k.name: k for k in (AUDIT, TRAINING)}
+CERTIFICATION = JobKind(
+    name="certification", id_prefix="crt", segment="certifications",
+    task="robustness.certification", queue="certifications",
+    time_limit_setting="certification_time_limit",
+    runner="workers.runners:run_certification_job",
+    results=(("report", "/report"),))
+
+KINDS: dict[str, JobKind] = {k.name: k for k in (AUDIT, TRAINING, CERTIFICATION)}
 QUEUES: tuple[str, ...] = tuple(k.queue for k in KINDS.values())
 

@@ -81,6 +81,7 @@ def test_request_bodies_are_the_spec_models_and_v1_is_one_prefix(openapi, app):
             for k, c in bodies.items() if "application/json" in c}
     assert refs == {("/v1/audits", "post"): "AuditSpec",
                     ("/v1/trainings", "post"): "TrainingSpec",
+                    ("/v1/certifications", "post"): "CertifySpec",
                     ("/v1/schedules", "post"): "ScheduleSpec",
                     ("/v1/keys", "post"): "KeySpec"}
     assert "multipart/form-data" in bodies[("/v1/models", "post")]

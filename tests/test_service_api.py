@@ -677,3 +677,48 @@ def test_batch_size_and_callback_host_limits(tmp_path, weights):
         r = client.post("/v1/schedules", json={**hook,
                                                "callback_url": "https://hooks.example.com/a"})
         assert r.status_code == 201
+
+
+def test_a_certification_job_from_submission_to_report(client, weights, settings):
+    """POST /v1/certifications: checked at the door (each bad field a 422 naming it, the
+    budget counting n0 + n and the attack per example), run by the worker's runner, its
+    report served and its figures in the job's summary."""
+    from robustness.evaluation.report_schema import CertificationReport
+    from robustness.smoothing import radius
+    from workers.context import WorkerContext
+    from workers.running import run_job
+
+    model_id = upload(client, weights).json()["id"]
+    body = {"model_id": model_id, "dataset": {"name": "digits", "n": 10}, "sigma": 0.25,
+            "n0": 20, "n": 500, "radii": [0, 0.25], "seed": 3,
+            "attack": {"steps": 4, "draws": 4, "n": 100}}
+    for change, field in (({"sigma": 0}, "sigma"), ({"n0": 0}, "n0"), ({"n": 10**9}, "n"),
+                          ({"alpha": 0.5}, "alpha"), ({"model_id": "mdl_nope"}, "model_id"),
+                          ({"attack": {"batch_size": 5000}}, "attack.batch_size")):
+        assert_problem(client.post("/v1/certifications", json={**body, **change}), 422, field)
+    assert_problem(client.post("/v1/certifications", json={
+        **body, "dataset": {"name": "mnist", "split": "train"}, "n": 10**6}), 422,
+        "budget", "ROBUSTNESS_MAX_JOB_PASSES")
+    r = client.post("/v1/certifications", json=body, headers={"Idempotency-Key": "c1"})
+    assert r.status_code == 202 and r.headers["Location"].startswith("/v1/certifications/crt_")
+    job_id = r.json()["id"]
+    again = client.post("/v1/certifications", json=body, headers={"Idempotency-Key": "c1"})
+    assert again.json()["id"] == job_id and again.headers["Idempotent-Replayed"] == "true"
+    assert_problem(client.get(f"/v1/certifications/{job_id}/report"), 409, "queued")
+    assert client.get(f"/v1/audits/{job_id}").status_code == 404  # not an audit
+
+    ctx = WorkerContext(WorkerSettings(home=settings.home, device="cpu"))
+    assert run_job(ctx, job_id) == "succeeded"
+    job = client.get(f"/v1/certifications/{job_id}").json()
+    assert job["status"] == "succeeded" and job["links"]["report"].endswith("/report")
+    report = client.get(f"/v1/certifications/{job_id}/report").json()
+    CertificationReport.model_validate(report)  # what openapi.json declares
+    assert report["kind"] == "certification" and report["model"]["id"] == model_id
+    assert job["summary"]["certified_accuracy"] == report["certified_accuracy"]
+    ex = report["examples"]
+    assert len(ex["radius"]) == 10 and max(ex["radius"]) <= radius(0.001 ** (1 / 500), 0.25)
+    attacked = report["attack"]["results"][0]
+    assert attacked["radius"] == 0.25 and attacked["accuracy"] >= attacked["certified_accuracy"]
+    assert report["cost"]["forward_passes"] == 10 * (20 + 500 + 2 * 4 * 4 + 100)
+    listed = client.get("/v1/certifications", params={"model_id": model_id}).json()["items"]
+    assert [j["id"] for j in listed] == [job_id]

@@ -537,6 +537,10 @@ ROUTES = {
     ("POST", "/v1/trainings"): "submit", ("GET", "/v1/trainings"): "read",
     ("GET", "/v1/trainings/{training_id}"): "read",
     ("POST", "/v1/trainings/{training_id}/cancel"): "submit",
+    ("POST", "/v1/certifications"): "submit", ("GET", "/v1/certifications"): "read",
+    ("GET", "/v1/certifications/{certification_id}"): "read",
+    ("POST", "/v1/certifications/{certification_id}/cancel"): "submit",
+    ("GET", "/v1/certifications/{certification_id}/report"): "read",
     ("POST", "/v1/schedules"): "submit", ("GET", "/v1/schedules"): "read",
     ("GET", "/v1/schedules/{schedule_id}"): "read",
     ("DELETE", "/v1/schedules/{schedule_id}"): "submit",
@@ -577,11 +581,20 @@ def test_every_route_refuses_no_key_a_missing_scope_and_another_tenants_ids(
                         data={"metadata": json.dumps(METADATA)}).json()["id"]
     audit = {"model_id": model, "dataset": {"name": "digits", "n": 10},
              "attacks": [{"name": "fgsm"}], "epsilons": [0.1]}
-    ids = {"model_id": model,
-           "audit_id": request("POST", "/v1/audits", full_a["key"], json=audit).json()["id"],
+    from tests.service_processes import finished
+
+    audit_id = request("POST", "/v1/audits", full_a["key"], json=audit).json()["id"]
+    deadline = time.monotonic() + 120  # (two unfinished jobs per tenant here)
+    while not finished(request("GET", f"/v1/audits/{audit_id}", full_a["key"]).json()):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    ids = {"model_id": model, "audit_id": audit_id,
            "training_id": request("POST", "/v1/trainings", full_a["key"], json={
                "architecture": "madry_mnist", "dataset": {"name": "digits", "n": 100},
                "method": "standard", "epochs": 1, "validation": {"n": 20}}).json()["id"],
+           "certification_id": request("POST", "/v1/certifications", full_a["key"], json={
+               "model_id": model, "dataset": {"name": "digits", "n": 2}, "sigma": 0.25,
+               "n": 100, "attack": None}).json()["id"],
            "schedule_id": request("POST", "/v1/schedules", full_a["key"], json={
                "cron": "0 3 * * *", "audit": audit}).json()["id"],
            "key_id": full_a["id"]}

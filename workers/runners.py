@@ -55,24 +55,32 @@ def _load_data(ctx: WorkerContext, dataset_spec):
                             lambda: load_dataset(dataset_spec, root))
 
 
-def run_audit_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
-    from safetensors.torch import save
-
-    from robustness.audit import audit, metadata_for_data
-    from robustness.evaluation.export import adversarial_tensors
-    from robustness.evaluation.gate import worst_check
+def _model_and_data(ctx: WorkerContext, job: JobRecord, dataset_spec, beat):
+    """The job's data and model (through this process's caches), the model's input shape
+    filled in from the data as `robustness.audit.metadata_for_data` does."""
+    from robustness.audit import metadata_for_data
     from robustness.models import ModelMetadata
-    from robustness.spec import parse_audit_spec
 
-    spec = parse_audit_spec(job.spec)
-    confine_dataset_path(spec.dataset)
+    confine_dataset_path(dataset_spec)
     record = _model_record(ctx, job.model_id, "model_id")
     device = _device(ctx)
     beat.record(phase="loading data")
-    data = _load_data(ctx, spec.dataset)
+    data = _load_data(ctx, dataset_spec)
     beat.record(phase="loading model")
     metadata = metadata_for_data(ModelMetadata.parse(record.model_metadata), data)
-    model = _load_model(ctx, record, device, metadata)
+    return record, data, _load_model(ctx, record, device, metadata), device
+
+
+def run_audit_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
+    from safetensors.torch import save
+
+    from robustness.audit import audit
+    from robustness.evaluation.export import adversarial_tensors
+    from robustness.evaluation.gate import worst_check
+    from robustness.spec import parse_audit_spec
+
+    spec = parse_audit_spec(job.spec)
+    record, data, model, device = _model_and_data(ctx, job, spec.dataset, beat)
     result = audit(model, data, spec, device=device, progress=beat.progress,
                    collect_adversarial=True, model_extra={"id": record.id})
     report = result.report
@@ -86,6 +94,23 @@ def run_audit_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
                "results": [{k: r.get(k) for k in ("attack", "label", "norm", "epsilon",
                                                   "accuracy")} for r in report["results"]]}
     return {"report_sha256": report_sha, "adversarial_sha256": adversarial_sha,
+            "summary": summary}
+
+
+def run_certification_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
+    from robustness.certification import certify_dataset
+    from robustness.spec import parse_certify_spec
+
+    spec = parse_certify_spec(job.spec)
+    record, data, model, device = _model_and_data(ctx, job, spec.dataset, beat)
+    report = certify_dataset(model, data, spec, device=device, progress=beat.progress,
+                             model_extra={"id": record.id})
+    summary = {k: report[k] for k in ("clean_accuracy", "abstention_rate",
+                                      "certified_accuracy")}
+    if "attack" in report:
+        summary["attacked_accuracy"] = [{k: row[k] for k in ("radius", "accuracy")}
+                                        for row in report["attack"]["results"]]
+    return {"report_sha256": ctx.store.put_bytes(json.dumps(report).encode()),
             "summary": summary}
 
 

@@ -19,6 +19,7 @@ class WorkerSettings(Settings):
     # Per job kind (store.kinds names the field): past it, the job fails between batches.
     audit_time_limit: int = Field(default=6 * 3600, description="seconds; the job then fails")
     training_time_limit: int = Field(default=24 * 3600)
+    certification_time_limit: int = Field(default=6 * 3600)
     stop_grace_seconds: float = Field(default=5.0, description="how long a job's model code "
                                       "may take to reach its next batch after a cancel or "
                                       "the time limit, before its process is killed")

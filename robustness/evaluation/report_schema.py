@@ -143,3 +143,68 @@ class Report(Open):
     checks: list[Check] = Field(default_factory=list, description="validity checks; a "
                                 "report from before they existed has none")
     gate: GateOutcome | None = None
+
+
+# --- certification reports (robustness.certification) -------------------------------------
+
+class RadiusFigure(Open):
+    radius: float = Field(description="L2 radius, input units ([0, 1] pixels)")
+    accuracy: float = Field(description="fraction of examples classified correctly with a "
+                            "certified radius of at least `radius`")
+
+
+class AttackedFigure(Open):
+    radius: float
+    accuracy: float = Field(description="smoothed classifier's accuracy on the attack's points")
+    certified_accuracy: float = Field(description="the certified accuracy at this radius, "
+                                      "which the attacked accuracy never falls below")
+
+
+class SmoothedAttack(Open):
+    name: str
+    norm: str
+    steps: int
+    draws: int
+    n: int
+    results: list[AttackedFigure]
+
+
+class PerClassCertified(Open):
+    class_: int = Field(alias="class")
+    n: int
+    abstention_rate: float
+    certified_accuracy: list[RadiusFigure]
+
+
+class CertifiedExamples(Open):
+    """Per example, in columns (the i-th entry of each list is one example)."""
+
+    index: list[int]
+    label: list[int]
+    pred: list[int] = Field(description="the smoothed classifier's class; -1 where it abstained")
+    abstain: list[bool]
+    radius: list[float] = Field(description="certified L2 radius (0 where it abstained)")
+    p_lower: list[float] = Field(description="lower confidence bound on the top class's "
+                                 "probability under noise")
+    count: list[int]
+    top_classes: list[list[int]]
+    top_counts: list[list[int]]
+    attack_pred: list[list[int]] | None = Field(
+        default=None, description="per attack radius: the smoothed class at each attacked point")
+
+
+class CertificationReport(Open):
+    kind: Literal["certification"]
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    spec: dict[str, Any]
+    certified_accuracy: list[RadiusFigure]
+    clean_accuracy: float = Field(description="the smoothed classifier's accuracy (CERTIFY's "
+                                  "prediction, abstentions counted wrong)")
+    abstention_rate: float
+    per_class: list[PerClassCertified]
+    examples: CertifiedExamples
+    attack: SmoothedAttack | None = None
+    cost: dict[str, Any] = Field(description="forward passes (n0 + n per example, plus the "
+                                 "attack's), batch size and seconds")
+    provenance: dict[str, Any]

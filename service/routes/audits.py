@@ -18,7 +18,14 @@ from service.keys import Principal
 from service.problems import BINARY_FILE, HTML_PAGE, Problem
 from service.reports import adversarial_file, example_records
 from service.routes import resource
-from service.routes.job_resource import JOB, add_job_routes, get_job_or_404, require_model, submit
+from service.routes.job_resource import (
+    JOB,
+    add_job_routes,
+    artifact,
+    require_model,
+    submit,
+    succeeded_job,
+)
 from service.schemas import ExamplePage
 from store.confine import confine_dataset_path
 from store.db import JobRecord
@@ -42,32 +49,18 @@ add_job_routes(router, AUDIT)
 
 
 def _succeeded(gw: Gateway, who: Principal, audit_id: str) -> JobRecord:
-    job = get_job_or_404(gw, who.tenant, AUDIT, audit_id)
-    if job.status != "succeeded":
-        detail = f"audit {audit_id!r} is {job.status}"
-        if job.status == "failed":
-            detail += f": {job.error}"
-        raise Problem(409, detail + "; the report exists once it has succeeded")
-    return job
-
-
-def _artifact(gw: Gateway, sha: str, what: str) -> bytes:
-    try:
-        return gw.store.read_bytes(sha)
-    except FileNotFoundError:
-        raise Problem(410, f"the stored {what} ({sha}) is missing from the artifact store") \
-            from None
+    return succeeded_job(gw, who.tenant, AUDIT, audit_id)
 
 
 def _report(gw: Gateway, job: JobRecord) -> dict:
-    return json.loads(_artifact(gw, job.report_sha256, "report"))
+    return json.loads(artifact(gw, job.report_sha256, "report"))
 
 
 @router.get("/{audit_id}/report", summary="The audit report (JSON)", response_model=Report)
 def get_report(gw: GatewayDep, who: Reader, audit_id: str) -> Response:
     # The stored bytes are the report the worker wrote: served as they are.
     job = _succeeded(gw, who, audit_id)
-    return Response(_artifact(gw, job.report_sha256, "report"), media_type="application/json")
+    return Response(artifact(gw, job.report_sha256, "report"), media_type="application/json")
 
 
 @router.get("/{audit_id}/report.html", summary="The audit report as one HTML page",
@@ -99,7 +92,7 @@ def get_adversarial(gw: GatewayDep, who: Reader, audit_id: str, attack: str, eps
     job = _succeeded(gw, who, audit_id)
     if not job.adversarial_sha256:
         raise Problem(404, f"audit {audit_id!r} stored no adversarial examples")
-    tensors = load(_artifact(gw, job.adversarial_sha256, "adversarial set"))
+    tensors = load(artifact(gw, job.adversarial_sha256, "adversarial set"))
     data, media = adversarial_file(tensors, _report(gw, job), attack, epsilon, format)
     name = quote(f"{audit_id}-{attack}-eps{epsilon:g}.{format}")
     return Response(data, media_type=media,

@@ -86,6 +86,25 @@ def get_job_or_404(gw: Gateway, tenant: str, kind: JobKind, job_id: str) -> JobR
     return job
 
 
+def succeeded_job(gw: Gateway, tenant: str, kind: JobKind, job_id: str) -> JobRecord:
+    """The job, once it has succeeded (its results exist then): else 404 or 409."""
+    job = get_job_or_404(gw, tenant, kind, job_id)
+    if job.status != "succeeded":
+        detail = f"{kind.name} {job_id!r} is {job.status}"
+        if job.status == "failed":
+            detail += f": {job.error}"
+        raise Problem(409, detail + "; the report exists once it has succeeded")
+    return job
+
+
+def artifact(gw: Gateway, sha: str, what: str) -> bytes:
+    try:
+        return gw.store.read_bytes(sha)
+    except FileNotFoundError:
+        raise Problem(410, f"the stored {what} ({sha}) is missing from the artifact store") \
+            from None
+
+
 def add_job_routes(router: APIRouter, kind: JobKind) -> None:
     """GET /v1/<kinds>, GET /v1/<kinds>/{id} and POST /v1/<kinds>/{id}/cancel."""
     noun, nouns = kind.name, kind.segment
