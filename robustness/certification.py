@@ -59,8 +59,7 @@ def certify_dataset(model, data, spec: CertifySpec, *, device=None,
         "spec": spec.model_dump(mode="json"),
         "certified_accuracy": table,
         # CERTIFY's prediction, not abstaining and right: the smoothed classifier's accuracy
-        "clean_accuracy": table[0]["accuracy"] if spec.radii[0] == 0 else
-        certified_accuracy(result, [0.0])[0]["accuracy"],
+        "clean_accuracy": certified_accuracy(result, [0.0])[0]["accuracy"],
         "abstention_rate": sum(result.abstain) / total if total else 0.0,
         "per_class": _per_class(result, spec.radii, num_classes),
         "examples": {"index": result.index, "label": result.label, "pred": result.pred,
