@@ -4,7 +4,7 @@ the smoothed classifier (SmoothAdv), through the same library calls as `robustne
 
     .venv/bin/python bench/smoothing_mnist.py --data-root ../shared/data \\
         [--sigmas 0.25 0.5] [--images 500] [--n 100000] [--device cuda] [--out out/smoothing]
-    .venv/bin/python bench/smoothing_mnist.py --summarize out/smoothing
+    .venv/bin/python bench/smoothing_mnist.py --summarize out/smoothing [--plot curves.png]
 
 Each σ's model goes to OUT/sigma-<σ>/ (model.safetensors, model.json) and its report to
 OUT/sigma-<σ>/certification.json; a model already there is reused. --summarize prints the
@@ -71,6 +71,33 @@ def summarize(out: Path) -> str:
     return "\n".join([head, *rows])
 
 
+def plot(out: Path, path: Path) -> None:
+    """Certified (solid) and attacked (dashed) accuracy against the L2 radius, per σ."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, report_path in enumerate(sorted(out.glob("sigma-*/certification.json"))):
+        report = json.loads(report_path.read_text())
+        color = f"C{i}"
+        rows = report["certified_accuracy"]
+        ax.plot([r["radius"] for r in rows], [r["accuracy"] for r in rows], color=color,
+                label=f"σ={report['spec']['sigma']:g} certified")
+        attacked = report.get("attack", {}).get("results", [])
+        if attacked:
+            ax.plot([r["radius"] for r in attacked], [r["accuracy"] for r in attacked],
+                    color=color, linestyle="--", label=f"σ={report['spec']['sigma']:g} attacked")
+    ax.set_xlabel("L2 radius")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root")
@@ -85,9 +112,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="out/smoothing")
     parser.add_argument("--summarize", metavar="OUT")
+    parser.add_argument("--plot", metavar="PNG", help="with --summarize: also draw the curves")
     args = parser.parse_args()
     if args.summarize:
         print(summarize(Path(args.summarize)))
+        if args.plot:
+            plot(Path(args.summarize), Path(args.plot))
         return
     if not args.data_root:
         parser.error("--data-root is required")
