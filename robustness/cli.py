@@ -136,6 +136,9 @@ def cmd_certify(args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report))
+    if args.html:
+        from robustness.evaluation.html import render_certification_html
+        Path(args.html).write_text(render_certification_html(report))
     if not args.quiet:
         print("\n".join(summary_lines(report)), file=sys.stderr)
         print(f"report written to {out}", file=sys.stderr)
@@ -245,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     _device_options(certify)
     certify.add_argument("--out", default="certification.json",
                          help="report path (default certification.json)")
+    certify.add_argument("--html", help="also write the report as one HTML page, with the "
+                         "certified and attacked accuracy plotted against the radius")
     certify.set_defaults(func=cmd_certify)
     train = sub.add_parser("train", help="train (or adversarially train) a model from a spec; "
                            "writes model.safetensors and model.json")

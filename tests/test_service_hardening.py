@@ -541,6 +541,7 @@ ROUTES = {
     ("GET", "/v1/certifications/{certification_id}"): "read",
     ("POST", "/v1/certifications/{certification_id}/cancel"): "submit",
     ("GET", "/v1/certifications/{certification_id}/report"): "read",
+    ("GET", "/v1/certifications/{certification_id}/report.html"): "read",
     ("POST", "/v1/schedules"): "submit", ("GET", "/v1/schedules"): "read",
     ("GET", "/v1/schedules/{schedule_id}"): "read",
     ("DELETE", "/v1/schedules/{schedule_id}"): "submit",

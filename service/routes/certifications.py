@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Header, Response
+from fastapi.responses import HTMLResponse
 
 from robustness.evaluation.report_schema import CertificationReport
 from robustness.spec import CertifySpec
 from service.auth import Reader, Submitter
 from service.budget import certification_passes, check_batch_sizes, check_budget
 from service.gateway import GatewayDep
+from service.problems import HTML_PAGE
 from service.routes import resource
 from service.routes.job_resource import (
     JOB,
@@ -49,3 +51,16 @@ def get_certification_report(gw: GatewayDep, who: Reader,
                              certification_id: str) -> Response:
     job = succeeded_job(gw, who.tenant, CERTIFICATION, certification_id)
     return Response(artifact(gw, job.report_sha256, "report"), media_type="application/json")
+
+
+@router.get("/{certification_id}/report.html",
+            summary="The certification report as one HTML page, with its plot",
+            response_class=HTMLResponse, responses=HTML_PAGE)
+def get_certification_report_html(gw: GatewayDep, who: Reader, certification_id: str):
+    import json
+
+    from robustness.evaluation.html import render_certification_html
+
+    job = succeeded_job(gw, who.tenant, CERTIFICATION, certification_id)
+    return HTMLResponse(render_certification_html(
+        json.loads(artifact(gw, job.report_sha256, "report"))))
