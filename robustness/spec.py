@@ -11,7 +11,14 @@ import math
 import re
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from robustness.errors import SpecError
 
@@ -33,6 +40,32 @@ class Strict(BaseModel):
     """Unknown keys are errors: a typo in a spec must not silently fall back to a default."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _callback_url(v: str | None) -> str | None:
+    if v is not None:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"{v!r} is not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{v!r} is not an http(s) URL with a host")
+    return v
+
+
+CallbackUrl = Annotated[str | None, Field(
+    max_length=2000, description="service only: where the job's final status is POSTed, "
+    "signed (Standard Webhooks); kept out of the stored spec and the report"),
+    AfterValidator(_callback_url)]
+
+
+class ServiceJob(Strict):
+    """What a spec carries for the service alone (the library ignores it)."""
+
+    callback_url: CallbackUrl = None
 
 
 class DatasetSpec(Strict):
@@ -470,7 +503,7 @@ class GateRule(Strict):
         return self
 
 
-class AuditSpec(Strict):
+class AuditSpec(ServiceJob):
     model_id: str | None = Field(default=None, max_length=100,
                                 description="registered model (service only)")
     dataset: DatasetSpec
@@ -549,7 +582,7 @@ class SmoothedAttackSpec(Strict):
     batch_size: int = Field(default=64, gt=0, le=4096, description="examples per attack call")
 
 
-class CertifySpec(Strict):
+class CertifySpec(ServiceJob):
     """Randomized-smoothing certification (`robustness.smoothing`): Cohen et al.'s CERTIFY on
     each example of `dataset`."""
 

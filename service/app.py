@@ -30,10 +30,12 @@ from service.routes import (
     models,
     schedules,
     trainings,
+    webhooks,
 )
 from service.schedules import fire_due
 from service.schemas import ProblemDetails
 from service.settings import GatewaySettings, get_gateway_settings
+from service.webhooks import check_secret
 from store.artifacts import ArtifactStore
 from store.db import Database
 from store.queue import make_celery
@@ -69,6 +71,8 @@ def housekeeping(gw: Gateway, stopped: threading.Event, callbacks: CallbackSende
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_gateway_settings()
+    if settings.webhook_secret:
+        check_secret(settings.webhook_secret)  # a clear error now, not a failed delivery later
     gw = Gateway(settings=settings, db=Database(settings.sqlalchemy_url),
                  store=ArtifactStore(settings.artifacts), celery=make_celery(settings))
 
@@ -94,7 +98,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.middleware("http")(app.state.metrics.middleware())
     problems.install(app)
     v1 = APIRouter(prefix=V1)
-    for module in (models, audits, trainings, certifications, schedules, keys, health):
+    for module in (models, audits, trainings, certifications, schedules, keys, webhooks,
+                   health):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(metrics.router)

@@ -12,9 +12,14 @@ behalf. Three rules keep it from being more:
   `ROBUSTNESS_CALLBACK_HOSTS` allows those hosts alone, internal ones included, on any port.
 - **An overall deadline** (`ROBUSTNESS_CALLBACK_SECONDS` [10]): connect, send and the status
   line together, however slowly a receiver trickles its answer.
-- **A coarse outcome**: the tenant sees `delivered`, `failed` or `blocked`, never the
-  receiver's status code or the error, which would make the gateway a port scanner. The
-  gateway's log keeps the detail.
+- **A coarse outcome**: the tenant sees `delivered`, `failed` or `blocked`, and per attempt
+  (`GET …/{id}/deliveries`) the receiver's HTTP status or one of a few coarse failures ("no
+  answer within the deadline", "could not connect"), never the exception text, which would
+  make the gateway a port scanner of what it can reach. The gateway's log keeps the detail.
+
+Deliveries are signed (`service.webhooks`, Standard Webhooks) and retried with exponential
+backoff: `ROBUSTNESS_CALLBACK_ATTEMPTS` [8] attempts, waiting `ROBUSTNESS_CALLBACK_BACKOFF_SECONDS`
+[5] after the first failure and twice as long after each next one. Every attempt is recorded.
 
 The request is written by hand over a socket (TLS with the URL's host name for SNI and
 certificate checks): only a socket the gateway opened itself can be closed at a deadline.
@@ -30,19 +35,22 @@ import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import certifi
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
-from store.db import FINAL_STATES, JobRecord
+from service.webhooks import signature_headers, tenant_secret
+from store.db import FINAL_STATES, CallbackDeliveryRecord, JobRecord, utcnow
+from store.transitions import as_utc
 
 log = logging.getLogger(__name__)
-ATTEMPTS = 3
 DEFAULT_PORTS = "80,443,8080,8443"
 # What a tenant sees of a delivery; the stored value is one of these.
 DELIVERED, FAILED, BLOCKED = "delivered", "failed", "blocked"
+RETRYING = "retrying"  # an attempt that failed with more to come (delivery rows only)
 METADATA_ADDRESSES = {ipaddress.ip_address("169.254.169.254"),
                       ipaddress.ip_address("fd00:ec2::254")}
 
@@ -149,8 +157,9 @@ def resolve_checked(url: str, settings, seconds: float = 10.0) -> tuple[str, int
     return str(addresses[0]), port
 
 
-def post_json(url: str, body: dict, settings, deadline_seconds: float) -> int:
-    """POST `body` and return the status code, all within `deadline_seconds`."""
+def post_json(url: str, payload: bytes, settings, deadline_seconds: float,
+              headers: dict[str, str] | None = None) -> int:
+    """POST the JSON `payload` and return the status code, all within `deadline_seconds`."""
     deadline = time.monotonic() + deadline_seconds
 
     def left() -> float:
@@ -167,12 +176,12 @@ def post_json(url: str, body: dict, settings, deadline_seconds: float) -> int:
             sock.settimeout(left())
             sock = ssl.create_default_context(cafile=certifi.where()).wrap_socket(
                 sock, server_hostname=target.host)
-        payload = json.dumps(body).encode()
         host = b"[%s]" % target.raw_host if b":" in target.raw_host else target.raw_host
         host += b":%d" % target.port if target.port else b""
+        extra = b"".join(f"{k}: {v}\r\n".encode("ascii") for k, v in (headers or {}).items())
         head = (b"POST " + target.raw_path + b" HTTP/1.1\r\nHost: " + host + b"\r\n"
                 b"User-Agent: robustness-callbacks\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(payload))
+                + extra + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(payload))
         sock.settimeout(left())
         sock.sendall(head + payload)
         answer = b""
@@ -205,13 +214,16 @@ class CallbackSender:
 
     def dispatch(self) -> int:
         """Start every due delivery not already in flight; returns how many started."""
+        now = utcnow()
         with self.gw.db.session() as s:
             pending = list(s.execute(select(JobRecord).where(
                 JobRecord.callback_url.is_not(None), JobRecord.status.in_(FINAL_STATES),
-                JobRecord.callback_status.is_(None))).scalars())
+                JobRecord.callback_status.is_(None),
+                or_(JobRecord.callback_next_at.is_(None),
+                    JobRecord.callback_next_at <= now))).scalars())
         started = 0
         for job in pending:
-            if job.callback_attempts >= ATTEMPTS:
+            if job.callback_attempts >= self.gw.settings.callback_attempts:
                 # Its last attempt was claimed, then lost (a gateway stopped mid-delivery).
                 with self.lock:
                     lost = job.id not in self.in_flight
@@ -247,24 +259,41 @@ class CallbackSender:
                 JobRecord.callback_attempts == job.callback_attempts)
                 .values(callback_attempts=job.callback_attempts + 1)).rowcount == 1
 
-    def _deliver(self, job: JobRecord, attempt: int) -> None:
+    def message(self, job: JobRecord) -> tuple[str, bytes]:
+        """The delivery's Standard Webhooks message: its id (the same on every attempt, so a
+        receiver can drop a duplicate) and the body `{type, timestamp, data}`, data being
+        the job as `GET /v1/<jobs>/{id}` shows it."""
         from service.views import job_view  # views shows this module's statuses
 
+        event_at = as_utc(job.finished_at or job.created_at)
+        body = {"type": f"{job.kind}.{job.status}",
+                "timestamp": event_at.isoformat().replace("+00:00", "Z"),
+                "data": job_view(job)}
+        return f"{job.id}.{job.status}", json.dumps(body).encode()
+
+    def _deliver(self, job: JobRecord, attempt: int) -> None:
         settings = self.gw.settings
+        started, clock = utcnow(), time.monotonic()
+        message_id, payload = self.message(job)
         try:
             try:
-                code = post_json(job.callback_url, job_view(job), settings,
-                                 settings.callback_seconds)
+                secret = tenant_secret(self.gw.db, job.tenant, settings.webhook_secret)
+                headers = signature_headers(secret, message_id, payload.decode(), started)
+                code = post_json(job.callback_url, payload, settings,
+                                 settings.callback_seconds, headers)
                 outcome = DELIVERED if 200 <= code < 300 else None
-                detail = f"HTTP {code}"
+                detail = shown = f"HTTP {code}"
             except Blocked as exc:
                 outcome, detail = BLOCKED, str(exc)
+                shown = detail
             except Exception as exc:  # noqa: BLE001 - any failure of the receiver is an attempt
                 outcome, detail = None, f"{type(exc).__name__}: {exc}"
-            if outcome is None and attempt >= ATTEMPTS:
+                shown = _coarse(exc)
+            final = outcome is not None or attempt >= settings.callback_attempts
+            if outcome is None and final:
                 outcome = FAILED
-            if outcome is not None:
-                self._record(job.id, outcome)
+            self._log_attempt(job, attempt, message_id, started, time.monotonic() - clock,
+                              outcome or RETRYING, shown, final)
             if outcome != DELIVERED:
                 log.warning("callback of %s to %s, attempt %d: %s", job.id, job.callback_url,
                             attempt, detail)
@@ -274,8 +303,46 @@ class CallbackSender:
             with self.lock:
                 self.in_flight.discard(job.id)
 
+    def _log_attempt(self, job: JobRecord, attempt: int, message_id: str, started, seconds: float,
+                     outcome: str, shown: str, final: bool) -> None:
+        """The attempt's row, and either the job's final outcome or when the next is due."""
+        backoff = self.gw.settings.callback_backoff_seconds * 2 ** (attempt - 1)
+        with self.gw.db.session.begin() as s:
+            s.add(CallbackDeliveryRecord(job_id=job.id, attempt=attempt, message_id=message_id,
+                                         started_at=started, seconds=seconds, outcome=outcome,
+                                         detail=shown[:500]))
+            values = {"callback_status": outcome} if final else \
+                {"callback_next_at": utcnow() + timedelta(seconds=backoff)}
+            s.execute(update(JobRecord).where(JobRecord.id == job.id,
+                                              JobRecord.callback_status.is_(None))
+                      .values(**values))
+
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _coarse(exc: Exception) -> str:
+    """What a tenant may see of a failed attempt: the kind of failure, not its text."""
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "no answer within the deadline"
+    if isinstance(exc, ssl.SSLError):
+        return "TLS handshake or certificate check failed"
+    if isinstance(exc, ConnectionError):
+        return "could not connect, or the connection was cut"
+    if "HTTP status line" in str(exc):
+        return "the receiver did not answer with an HTTP status line"
+    return "could not be delivered"
+
+
+def deliveries(db, job_id: str) -> list[dict]:
+    with db.session() as s:
+        rows = s.execute(select(CallbackDeliveryRecord)
+                         .where(CallbackDeliveryRecord.job_id == job_id)
+                         .order_by(CallbackDeliveryRecord.attempt)).scalars().all()
+    return [{"attempt": r.attempt, "message_id": r.message_id,
+             "started_at": as_utc(r.started_at).isoformat().replace("+00:00", "Z"),
+             "seconds": round(r.seconds, 3),
+             "outcome": r.outcome, "detail": r.detail} for r in rows]
 
 
 def shown_status(stored: str | None) -> str | None:

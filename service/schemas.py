@@ -52,9 +52,32 @@ class Callback(Body):
     url: str
     status: Literal["delivered", "failed", "blocked"] | None = Field(
         default=None, description="none yet (pending or retrying), delivered (a 2xx), failed "
-        "(no 2xx after 3 attempts) or blocked (the URL is not one callbacks may reach); the "
-        "receiver's own answer is not shown")
+        "(no 2xx after ROBUSTNESS_CALLBACK_ATTEMPTS attempts) or blocked (the URL is not one "
+        "callbacks may reach); each attempt is at …/{id}/deliveries")
     attempts: int
+    next_attempt_at: str | None = Field(default=None, description="while retrying: when the "
+                                        "next attempt is due (exponential backoff)")
+
+
+class Delivery(Body):
+    attempt: int
+    message_id: str = Field(description="the webhook-id header: the same on every attempt")
+    started_at: str
+    seconds: float
+    outcome: Literal["delivered", "failed", "blocked", "retrying"]
+    detail: str = Field(description="the receiver's HTTP status, or the kind of failure")
+
+
+class Deliveries(Body):
+    callback_url: str | None
+    status: Literal["delivered", "failed", "blocked"] | None = None
+    items: list[Delivery]
+
+
+class WebhookSecret(Body):
+    secret: str = Field(description="whsec_…: verify deliveries with it (Standard Webhooks)")
+    tenant: str
+    source: Literal["environment", "generated"]
 
 
 class Job(Body):

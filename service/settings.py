@@ -27,13 +27,22 @@ class GatewaySettings(Settings):
     max_batch_size: int = Field(default=4096, description="largest batch a job may ask for: "
                                 "bounds a worker's memory per job")
     callback_hosts: str | None = Field(default=None, description="comma-separated hosts that "
-                                       "schedule callbacks may call, internal ones included; "
+                                       "callbacks may call, internal ones included; "
                                        "unset: public addresses only")
     callback_ports: str = Field(default="80,443,8080,8443", description="ports callbacks to "
                                 "public addresses may use")
     callback_seconds: float = Field(default=10.0, gt=0, description="overall deadline of one "
                                     "callback delivery: connect, send and the answer's "
                                     "status line")
+    callback_attempts: int = Field(default=8, ge=1, le=50, description="delivery attempts "
+                                   "before a callback is given up as failed")
+    callback_backoff_seconds: float = Field(default=5.0, ge=0, description="wait after the "
+                                            "first failed attempt; each further wait doubles "
+                                            "(8 attempts: about 10 minutes in all)")
+    webhook_secret: str | None = Field(default=None, description="the default tenant's "
+                                       "Standard Webhooks signing secret (whsec_ + base64); "
+                                       "default: generated once per tenant, kept in the "
+                                       "database, shown to admins at /v1/webhooks/secret")
 
     # Per-tenant quotas (service.quotas).
     max_models_per_tenant: int = Field(default=1000, ge=0)

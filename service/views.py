@@ -55,6 +55,8 @@ def job_view(job: JobRecord) -> dict:
     if job.callback_url:
         out["callback"] = {"url": job.callback_url, "status": shown_status(job.callback_status),
                            "attempts": job.callback_attempts}
+        if job.callback_status is None and job.callback_next_at is not None:
+            out["callback"]["next_attempt_at"] = iso(job.callback_next_at)
     if kind.shows_history:
         out["history"] = job.history or []
     if job.status == "succeeded":

@@ -112,6 +112,34 @@ class JobRecord(Base):
     callback_url: Mapped[str | None] = mapped_column(String(2000))
     callback_status: Mapped[str | None] = mapped_column(String(200))
     callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the next delivery attempt is due (None: at once); set by the backoff after a failure.
+    callback_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CallbackDeliveryRecord(Base):
+    """One attempt at delivering a job's callback: what `GET …/{id}/deliveries` lists."""
+
+    __tablename__ = "callback_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    message_id: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seconds: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(20))  # delivered | failed | blocked | retrying
+    detail: Mapped[str] = mapped_column(String(500))
+
+
+class WebhookSecretRecord(Base):
+    """A tenant's Standard Webhooks signing secret (`whsec_…`), generated on first use: kept
+    in the database, beside the keys, so that every gateway signs with the same one."""
+
+    __tablename__ = "webhook_secrets"
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ScheduleRecord(Base):

@@ -177,20 +177,24 @@ class Service:
 
 
 class Receiver:
-    """A local HTTP receiver of callbacks: records each POST as (path, Host header, body)
-    and answers 204. A context manager: it stops when the block ends."""
+    """A local HTTP receiver of callbacks: records each POST as (path, Host header, body),
+    its headers in `headers`, and answers `statuses` in turn (then 204). A context manager:
+    it stops when the block ends."""
 
-    def __init__(self):
+    def __init__(self, statuses: list[int] | None = None):
         import threading
         from http.server import BaseHTTPRequestHandler, HTTPServer
 
-        received = self.received = []
+        received, headers = self.received, self.headers = [], []
+        answers = list(statuses or [])
 
         class Hook(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 received.append((self.path, self.headers["Host"], body))
-                self.send_response(204)
+                headers.append(dict(self.headers))
+                self.send_response(answers.pop(0) if answers else 204)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args):

@@ -255,8 +255,13 @@ def test_schedules_fire_ordinary_audits_and_call_back(client, weights):
         assert sender.dispatch() == 1
         sender.pool.shutdown(wait=True)  # the delivery ran on the sender's own pool
         assert CallbackSender(gw).dispatch() == 0
-        received = json.loads(hook.received[0][2])
-        assert received["id"] == audit_id and received["status"] == "cancelled"
+        # Signed as Standard Webhooks say, with the tenant's secret an admin can read.
+        from standardwebhooks.webhooks import Webhook
+
+        secret = client.get("/v1/webhooks/secret").json()["secret"]
+        received = Webhook(secret).verify(hook.received[0][2], hook.headers[0])
+        assert received["type"] == "audit.cancelled" and received["data"]["id"] == audit_id
+        assert received["data"]["status"] == "cancelled"
         assert client.get(f"/v1/audits/{audit_id}").json()["callback"] == {
             "url": body["callback_url"], "status": "delivered", "attempts": 1}
         assert client.delete(f"/v1/schedules/{schedule['id']}").status_code == 204
@@ -725,3 +730,102 @@ def test_a_certification_job_from_submission_to_report(client, weights, settings
     assert page.text.count("<polyline") == 2 and "L2 radius" in page.text
     listed = client.get("/v1/certifications", params={"model_id": model_id}).json()["items"]
     assert [j["id"] for j in listed] == [job_id]
+
+
+def test_callbacks_of_every_job_kind_are_signed_retried_with_backoff_and_recorded(
+        tmp_path, weights):
+    """Audits, trainings and certifications take a `callback_url`. Each delivery is a
+    Standard Webhooks message the package verifies with the tenant's secret (the configured
+    one for the default tenant, a generated one for another tenant, which the first's does
+    not verify). A receiver answering 503 gets the same message again after the backoff, and
+    every attempt is listed at …/deliveries; one that never answers 2xx ends `failed`."""
+    import time
+
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    from service.callbacks import CallbackSender
+    from tests.service_processes import Receiver
+
+    def drain(sender):  # until the deliveries started have ended
+        deadline = time.monotonic() + 30
+        while sender.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # 24 bytes, base64
+    settings = Settings(home=tmp_path, reconcile_seconds=3600, admin_key=ADMIN_KEY,
+                        callback_hosts="127.0.0.1", webhook_secret=secret,
+                        callback_attempts=3, callback_backoff_seconds=0.5)
+    with TestClient(create_app(settings), headers=AUTH) as client, \
+            Receiver(statuses=[503]) as flaky, Receiver() as steady, \
+            Receiver(statuses=[500, 500, 500]) as broken:
+        assert client.get("/v1/webhooks/secret").json() == {
+            "secret": secret, "tenant": "default", "source": "environment"}
+        model_id = upload(client, weights).json()["id"]
+        hook = "http://127.0.0.1:{}/hook?token=s3cret"
+        jobs = {
+            "audits": {"model_id": model_id, **AUDIT, "callback_url": hook.format(flaky.port)},
+            "trainings": {"architecture": "madry_mnist", "dataset": {"name": "digits"},
+                          "method": "standard", "epochs": 1,
+                          "callback_url": hook.format(steady.port)},
+            "certifications": {"model_id": model_id, "dataset": {"name": "digits", "n": 5},
+                               "sigma": 0.25, "n": 100, "attack": None,
+                               "callback_url": hook.format(broken.port)}}
+        assert_problem(client.post("/v1/audits", json={**jobs["audits"],
+                                                       "callback_url": "http://10.0.0.7/h"}),
+                       422, "not among the allowed callback hosts")
+        ids = {}
+        for segment, body in jobs.items():
+            r = client.post(f"/v1/{segment}", json=body)
+            assert r.status_code == 202, r.text
+            ids[segment] = r.json()["id"]
+            # The URL (and its token) stays out of the stored spec, and so out of the report.
+            assert "callback_url" not in r.json()["spec"]
+            assert r.json()["callback"] == {"url": body["callback_url"], "status": None,
+                                            "attempts": 0}
+            client.post(f"/v1/{segment}/{ids[segment]}/cancel")  # no worker: ends at once
+        sender = CallbackSender(client.app.state.gw)
+        assert sender.dispatch() == 3
+        drain(sender)
+        audit = client.get(f"/v1/audits/{ids['audits']}").json()["callback"]
+        assert audit["status"] is None and audit["attempts"] == 1 and audit["next_attempt_at"]
+        assert sender.dispatch() == 0  # not due before the backoff
+        (training,) = steady.received
+        body = Webhook(secret).verify(training[2], steady.headers[0])
+        assert body["type"] == "training.cancelled"
+        assert body["data"]["id"] == ids["trainings"] and training[0] == "/hook?token=s3cret"
+        # Attempts 2 (and 3 for the broken receiver), each after its backoff.
+        for _ in range(2):
+            time.sleep(2.2)
+            sender.dispatch()
+            drain(sender)
+        shown = {s: client.get(f"/v1/{s}/{i}").json()["callback"] for s, i in ids.items()}
+        assert shown["audits"] == {"url": jobs["audits"]["callback_url"],
+                                   "status": "delivered", "attempts": 2}
+        assert shown["trainings"]["status"] == "delivered"
+        assert shown["certifications"]["status"] == "failed"
+        assert shown["certifications"]["attempts"] == 3
+        first, second = flaky.headers
+        assert first["webhook-id"] == second["webhook-id"] == f"{ids['audits']}.cancelled"
+        for (_, _, raw), headers in zip(flaky.received, flaky.headers):
+            assert Webhook(secret).verify(raw, headers)["data"]["id"] == ids["audits"]
+        log = client.get(f"/v1/audits/{ids['audits']}/deliveries").json()
+        assert [(d["attempt"], d["outcome"], d["detail"]) for d in log["items"]] == [
+            (1, "retrying", "HTTP 503"), (2, "delivered", "HTTP 204")]
+        assert log["status"] == "delivered"
+        log = client.get(f"/v1/certifications/{ids['certifications']}/deliveries").json()
+        assert [(d["outcome"], d["detail"]) for d in log["items"]] == [
+            ("retrying", "HTTP 500"), ("retrying", "HTTP 500"), ("failed", "HTTP 500")]
+        # Another tenant: its own generated secret; the default tenant's does not verify it.
+        made = client.post("/v1/keys", json={"tenant": "team-b", "scopes": ["read", "admin"]})
+        team_b = {"Authorization": f"Bearer {made.json()['key']}"}
+        other = client.get("/v1/webhooks/secret", headers=team_b).json()
+        assert other["source"] == "generated" and other["secret"].startswith("whsec_")
+        assert other["secret"] != secret
+        assert client.get("/v1/webhooks/secret", headers=team_b).json() == other  # kept
+        from service.webhooks import signature_headers, tenant_secret
+
+        theirs = signature_headers(tenant_secret(client.app.state.gw.db, "team-b"), "m1", "{}",
+                                   utcnow())
+        with pytest.raises(WebhookVerificationError):
+            Webhook(secret).verify("{}", theirs)
+        assert Webhook(other["secret"]).verify("{}", theirs) == {}

@@ -331,6 +331,10 @@ def test_callbacks_to_internal_addresses_are_refused_by_default(gateway, model_i
     r = httpx.post(f"{gateway.url}/v1/schedules", json=body, headers=AUTH, timeout=30)
     assert r.status_code == 422, r.text
     assert "is not a public address" in r.json()["detail"]
+    # The same on a job's own callback_url.
+    r = httpx.post(f"{gateway.url}/v1/audits", headers=AUTH, timeout=30,
+                   json={**body["audit"], "callback_url": body["callback_url"]})
+    assert r.status_code == 422 and "is not a public address" in r.json()["detail"], r.text
 
 
 def test_callback_ports_and_names_resolving_inward_are_refused():
@@ -411,6 +415,8 @@ def test_a_trickling_callback_receiver_holds_up_no_schedule(tmp_path, digits_mod
     trickler.start()
     svc = Service(tmp_path, {"ROBUSTNESS_CALLBACK_HOSTS": "127.0.0.1",
                              "ROBUSTNESS_CALLBACK_SECONDS": "3",
+                             "ROBUSTNESS_CALLBACK_ATTEMPTS": "3",
+                             "ROBUSTNESS_CALLBACK_BACKOFF_SECONDS": "0",
                              "ROBUSTNESS_MIN_SCHEDULE_MINUTES": "1"}, split=False)
     try:
         svc.start()
@@ -542,6 +548,10 @@ ROUTES = {
     ("POST", "/v1/certifications/{certification_id}/cancel"): "submit",
     ("GET", "/v1/certifications/{certification_id}/report"): "read",
     ("GET", "/v1/certifications/{certification_id}/report.html"): "read",
+    ("GET", "/v1/audits/{audit_id}/deliveries"): "read",
+    ("GET", "/v1/trainings/{training_id}/deliveries"): "read",
+    ("GET", "/v1/certifications/{certification_id}/deliveries"): "read",
+    ("GET", "/v1/webhooks/secret"): "admin",
     ("POST", "/v1/schedules"): "submit", ("GET", "/v1/schedules"): "read",
     ("GET", "/v1/schedules/{schedule_id}"): "read",
     ("DELETE", "/v1/schedules/{schedule_id}"): "submit",
@@ -645,10 +655,11 @@ def test_a_callback_resolves_once_and_connects_to_the_checked_address(monkeypatc
         name, port = socket.gethostname(), hook.port
         # Not allowlisted: the name resolves inward, so the delivery is blocked.
         with pytest.raises(Blocked, match="which is not public"):
-            post_json(f"http://{name}:8080/hook", {}, GatewaySettings(), 5)
+            post_json(f"http://{name}:8080/hook", b"{}", GatewaySettings(), 5)
         lookups.clear()
         allowed = GatewaySettings(callback_hosts=name)
-        assert post_json(f"http://{name}:{port}/hook/a b?x=1", {"id": "job_1"}, allowed, 5) == 204
+        assert post_json(f"http://{name}:{port}/hook/a b?x=1", b'{"id": "job_1"}', allowed,
+                         5) == 204
         assert lookups == [name, "127.0.0.1"]  # the name once, then the checked literal
         assert hook.received == [("/hook/a%20b?x=1", f"{name}:{port}", b'{"id": "job_1"}')]
 

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from robustness.models.metadata import Preprocessing
-from robustness.spec import DatasetSpec, Strict, parse_spec
+from robustness.spec import DatasetSpec, ServiceJob, Strict, parse_spec
 
 METHODS = ("standard", "fgsm", "pgd", "trades", "distillation", "gaussian")
 
@@ -59,7 +59,7 @@ class ValidationSpec(Strict):
                                "at least this much two epochs running, while PGD accuracy does not rise")
 
 
-class TrainingSpec(Strict):
+class TrainingSpec(ServiceJob):
     name: str | None = Field(default=None, max_length=200, description="name in the model card")
     architecture: str = Field(max_length=200, description="registry name, e.g. madry_mnist, wong_mnist, "
                               "preact_resnet18, torchvision:resnet18")

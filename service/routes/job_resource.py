@@ -11,10 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from service.auth import Reader, Submitter
+from service.callbacks import Blocked, check_url, deliveries, shown_status
 from service.gateway import Gateway, GatewayDep
 from service.problems import Problem
 from service.quotas import check_unfinished_jobs
-from service.schemas import Job, JobPage, JobStatus
+from service.schemas import Deliveries, Job, JobPage, JobStatus
 from service.views import job_path, job_view
 from store import transitions
 from store.db import FINAL_STATES, JobRecord, ModelRecord
@@ -34,6 +35,14 @@ def require_model(gw: Gateway, tenant: str, model_id: str | None, field: str) ->
         raise Problem(422, f"{field}: no model {model_id!r} is registered")
 
 
+def check_callback_url(gw: Gateway, url: str | None) -> None:
+    if url is not None:
+        try:
+            check_url(url, gw.settings)
+        except Blocked as exc:
+            raise Problem(422, str(exc)) from None
+
+
 def _accepted(response: Response, kind: JobKind, job: JobRecord, replayed: bool) -> dict:
     response.status_code = 202
     response.headers["Location"] = job_path(kind, job.id)
@@ -47,17 +56,22 @@ def submit(gw: Gateway, response: Response, tenant: str, kind: JobKind, spec,
            model_id: str | None, idempotency_key: str | None = None) -> dict:
     """Store and enqueue the job. With an Idempotency-Key, a retry of the same request (same
     tenant, key and body) gets the job the first one created instead of a second job."""
-    body = spec.model_dump(mode="json", exclude_unset=True)
+    # The callback URL may hold the receiver's secret: it stays out of the spec (and so out
+    # of the report, which is shared more widely than the job).
+    body = spec.model_dump(mode="json", exclude_unset=True, exclude={"callback_url"})
+    callback_url = spec.callback_url
+    check_callback_url(gw, callback_url)
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
         raise Problem(422, "Idempotency-Key: must be 1 to 200 characters")
-    replay = _replay(gw, tenant, kind, idempotency_key, body)
+    replay = _replay(gw, tenant, kind, idempotency_key, body, callback_url)
     if replay is None:
         check_unfinished_jobs(gw, tenant)
         try:
             job = transitions.create_job(gw.db, kind.name, body, model_id, tenant=tenant,
-                                         idempotency_key=idempotency_key)
+                                         idempotency_key=idempotency_key,
+                                         callback_url=callback_url)
         except IntegrityError:  # a concurrent retry with the same key won the race
-            replay = _replay(gw, tenant, kind, idempotency_key, body)
+            replay = _replay(gw, tenant, kind, idempotency_key, body, callback_url)
             if replay is None:
                 raise
         else:
@@ -67,13 +81,14 @@ def submit(gw: Gateway, response: Response, tenant: str, kind: JobKind, spec,
 
 
 def _replay(gw: Gateway, tenant: str, kind: JobKind, key: str | None,
-            body: dict) -> JobRecord | None:
+            body: dict, callback_url: str | None) -> JobRecord | None:
     if key is None:
         return None
     with gw.db.session() as s:
         job = s.execute(select(JobRecord).where(JobRecord.tenant == tenant,
                                                 JobRecord.idempotency_key == key)).scalar()
-    if job is not None and (job.kind != kind.name or job.spec != body):
+    if job is not None and (job.kind != kind.name or job.spec != body
+                            or job.callback_url != callback_url):
         raise Problem(422, f"Idempotency-Key: {key!r} was used for another request "
                            f"({job.kind} {job.id}); use a new key for a new job")
     return job
@@ -139,6 +154,14 @@ def add_job_routes(router: APIRouter, kind: JobKind) -> None:
         if job.status not in FINAL_STATES:
             response.headers["Retry-After"] = RETRY_AFTER
         return job_view(job)
+
+    @router.get(item + "/deliveries", summary=f"Every attempt at the {noun}'s callback",
+                response_model=Deliveries, name=f"get_{noun}_deliveries")
+    def get_deliveries(gw: GatewayDep, who: Reader, job_id: str = job_id_param) -> dict:
+        job = get_job_or_404(gw, who.tenant, kind, job_id)
+        return {"callback_url": job.callback_url,
+                "status": shown_status(job.callback_status) if job.callback_url else None,
+                "items": deliveries(gw.db, job.id)}
 
     @router.post(item + "/cancel", status_code=202, summary=f"Cancel a {noun}",
                  name=f"cancel_{noun}", **JOB)

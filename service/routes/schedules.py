@@ -4,20 +4,18 @@ it ends."""
 
 from __future__ import annotations
 
-import httpx
 from croniter import croniter
 from fastapi import Query, Response
 from pydantic import Field, field_validator
 
-from robustness.spec import AuditSpec, Strict
+from robustness.spec import AuditSpec, CallbackUrl, Strict
 from service.auth import Reader, Submitter
 from service.budget import audit_passes, check_batch_sizes, check_budget
-from service.callbacks import Blocked, check_url
 from service.gateway import GatewayDep
 from service.problems import Problem
 from service.quotas import check_cron_interval, check_schedules
 from service.routes import V1, resource
-from service.routes.job_resource import require_model
+from service.routes.job_resource import check_callback_url, require_model
 from service.routes.listing import get_or_404, page
 from service.schedules import next_fire
 from service.schemas import Schedule, SchedulePage
@@ -32,21 +30,7 @@ router = resource("/schedules", "schedules")
 class ScheduleSpec(Strict):
     cron: str = Field(max_length=200, description="5-field cron, UTC, e.g. '0 3 * * *'")
     audit: AuditSpec = Field(description="an audit spec, as the body of POST /v1/audits")
-    callback_url: str | None = Field(default=None, max_length=2000,
-                                     pattern=r"^https?://",
-                                     description="POSTed the audit's status when it ends")
-
-    @field_validator("callback_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                url = httpx.URL(v)
-            except Exception as exc:  # noqa: BLE001 - httpx raises several kinds
-                raise ValueError(f"{v!r} is not a URL ({exc})") from None
-            if not url.host:
-                raise ValueError(f"{v!r} has no host")
-        return v
+    callback_url: CallbackUrl = None
 
     @field_validator("cron")
     @classmethod
@@ -69,12 +53,10 @@ def view(r: ScheduleRecord) -> dict:
              response_model=Schedule)
 def create_schedule(spec: ScheduleSpec, gw: GatewayDep, who: Submitter,
                     response: Response) -> dict:
-    if spec.callback_url is not None:
-        try:
-            check_url(spec.callback_url, gw.settings)
-        except Blocked as exc:
-            raise Problem(422, str(exc)) from None
     audit = spec.audit
+    # The audit's own callback_url, if any, is the schedule's (a stored audit spec holds none).
+    callback_url = spec.callback_url or audit.callback_url
+    check_callback_url(gw, callback_url)
     confine_dataset_path(audit.dataset)
     check_batch_sizes(audit, gw.settings.max_batch_size)
     check_budget(audit_passes(audit), gw.settings.max_job_passes, "audit",
@@ -84,8 +66,9 @@ def create_schedule(spec: ScheduleSpec, gw: GatewayDep, who: Submitter,
     check_cron_interval(gw, spec.cron, now)
     check_schedules(gw, who.tenant)
     record = ScheduleRecord(id=new_id("sch"), tenant=who.tenant, cron=spec.cron,
-                            audit=audit.model_dump(mode="json", exclude_unset=True),
-                            callback_url=spec.callback_url, next_run_at=next_fire(spec.cron, now),
+                            audit=audit.model_dump(mode="json", exclude_unset=True,
+                                                   exclude={"callback_url"}),
+                            callback_url=callback_url, next_run_at=next_fire(spec.cron, now),
                             created_at=now)
     with gw.db.session.begin() as s:
         s.add(record)
