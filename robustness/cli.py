@@ -6,7 +6,8 @@ either; installed without them, the library's commands still work).
 
 Exit codes: 0 done (gate passed or absent), 1 the report's gate failed, 2 bad input (spec,
 model, data), with one line on stderr saying what to fix, 3 a validity check failed (the
-report's figures cannot be trusted as they are; this wins over 1).
+report's figures cannot be trusted as they are; this wins over 1). `robustness remote` (the
+same verbs against a running service, `robustness.remote`) adds 4: the job failed.
 """
 
 from __future__ import annotations
@@ -93,7 +94,6 @@ def summary_lines(report: dict) -> list[str]:
 
 def cmd_audit(args) -> int:
     from robustness.audit import audit_model_file
-    from robustness.evaluation.gate import worst_check
     from robustness.spec import parse_audit_spec
 
     spec = parse_audit_spec(_read_json(args.spec, "spec"))
@@ -117,6 +117,14 @@ def cmd_audit(args) -> int:
     if not args.quiet:
         print("\n".join(summary_lines(report)), file=sys.stderr)
         print(f"report written to {out}", file=sys.stderr)
+    return exit_code(report)
+
+
+def exit_code(report: dict) -> int:
+    """3 if a validity check failed (the figures cannot be trusted; this wins), 1 if the
+    gate failed, else 0."""
+    from robustness.evaluation.gate import worst_check
+
     if worst_check(report) == "fail":
         return 3
     return 1 if "gate" in report and not report["gate"]["passed"] else 0
@@ -210,14 +218,17 @@ def _extensions() -> list:
     return [entry.load() for entry in entries]
 
 
-def _model_and_data_options(command) -> None:
-    command.add_argument("--model", required=True, help="safetensors, .pt2, TorchScript or .pt")
+def _model_and_data_options(command, *, model_required: bool = True,
+                            data_root: bool = True) -> None:
+    command.add_argument("--model", required=model_required,
+                         help="safetensors, .pt2, TorchScript or .pt")
     command.add_argument("--metadata", help="model metadata JSON (keys of POST /v1/models); "
                          "default: the model file's .json sidecar if present")
     command.add_argument("--architecture", help="registry name, for weights-only formats")
     command.add_argument("--num-classes", dest="num_classes", type=int)
-    command.add_argument("--data-root", help="where data sets are (default "
-                         "$ROBUSTNESS_DATA_ROOT)")
+    if data_root:
+        command.add_argument("--data-root", help="where data sets are (default "
+                             "$ROBUSTNESS_DATA_ROOT)")
 
 
 def _device_options(command) -> None:
@@ -268,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out-dir", default="out/demo")
     demo.add_argument("--device", default="auto")
     demo.set_defaults(func=cmd_demo)
+    from robustness.remote import add_remote_command
+    add_remote_command(sub)
     return parser
 
 

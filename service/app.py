@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from robustness.http_models import ProblemDetails
 from service import problems
 from service.auth import ensure_admin_key
 from service.callbacks import CallbackSender
@@ -33,7 +34,6 @@ from service.routes import (
     webhooks,
 )
 from service.schedules import fire_due
-from service.schemas import ProblemDetails
 from service.settings import GatewaySettings, get_gateway_settings
 from service.webhooks import check_secret
 from store.artifacts import ArtifactStore

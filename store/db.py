@@ -29,8 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINAL_STATES = ("succeeded", "failed", "cancelled")
+from robustness.http_models import FINAL_STATES, JOB_STATES  # noqa: F401 - re-exported
 
 
 def utcnow() -> datetime:

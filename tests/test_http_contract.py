@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from robustness.evaluation.report_schema import Report
+from robustness.http_models import ExamplePage, Job, JobPage, Model, ModelPage
 from service.app import create_app
-from service.schemas import ExamplePage, Job, JobPage, Model, ModelPage
 from service.settings import GatewaySettings as Settings
 
 KEY = "contract-admin-key"

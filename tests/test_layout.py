@@ -79,3 +79,13 @@ def test_every_job_kind_has_its_task_queue_and_runner():
         assert task.acks_late and task.reject_on_worker_lost
         assert app.conf.task_routes[kind.task] == {"queue": kind.queue}
         assert callable(runner(kind.name))
+
+
+def test_the_contracts_job_kinds_are_the_kinds_table():
+    """robustness.http_models names the kinds for clients; store/kinds.py defines them."""
+    from robustness.http_models import JOB_KINDS, KIND_OF_PREFIX, SEGMENTS
+    from store.kinds import KINDS
+
+    assert tuple(KINDS) == JOB_KINDS
+    assert SEGMENTS == {k.name: k.segment for k in KINDS.values()}
+    assert KIND_OF_PREFIX == {k.id_prefix: k.name for k in KINDS.values()}

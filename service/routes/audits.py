@@ -10,6 +10,7 @@ from fastapi import Header, Query, Response
 from fastapi.responses import HTMLResponse
 
 from robustness.evaluation.report_schema import Report
+from robustness.http_models import ExamplePage
 from robustness.spec import AuditSpec
 from service.auth import Reader, Submitter
 from service.budget import audit_passes, check_batch_sizes, check_budget
@@ -26,7 +27,6 @@ from service.routes.job_resource import (
     submit,
     succeeded_job,
 )
-from service.schemas import ExamplePage
 from store.confine import confine_dataset_path
 from store.db import JobRecord
 from store.kinds import AUDIT

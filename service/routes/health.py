@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from robustness.http_models import Health
 from service.gateway import Gateway, GatewayDep
 from service.routes import resource
-from service.schemas import Health
 
 router = resource("", "health")
 

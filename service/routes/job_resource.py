@@ -10,12 +10,12 @@ from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from robustness.http_models import Deliveries, Job, JobPage, JobStatus
 from service.auth import Reader, Submitter
 from service.callbacks import Blocked, check_url, deliveries, shown_status
 from service.gateway import Gateway, GatewayDep
 from service.problems import Problem
 from service.quotas import check_unfinished_jobs
-from service.schemas import Deliveries, Job, JobPage, JobStatus
 from service.views import job_path, job_view
 from store import transitions
 from store.db import FINAL_STATES, JobRecord, ModelRecord

@@ -12,13 +12,13 @@ from __future__ import annotations
 from fastapi import Response
 from pydantic import Field
 
+from robustness.http_models import ApiKeyList, CreatedApiKey
 from robustness.spec import Strict
 from service.auth import Admin, is_operator
 from service.gateway import GatewayDep
 from service.keys import SCOPES, check_scopes, check_tenant, create_key, list_keys, revoke_key
 from service.problems import Problem
 from service.routes import resource
-from service.schemas import ApiKeyList, CreatedApiKey
 from service.views import iso
 
 router = resource("/keys", "keys")

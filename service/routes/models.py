@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from sqlalchemy import func, select
 
 from robustness.errors import ModelLoadError
+from robustness.http_models import Model, ModelPage
 from robustness.models import ModelMetadata
 from robustness.models.formats import SAFETENSORS, STATE_DICT, detect_format
 from robustness.models.registry import check_architecture, default_input_shape
@@ -25,7 +26,6 @@ from service.problems import Problem
 from service.quotas import check_models
 from service.routes import resource
 from service.routes.listing import get_or_404, page
-from service.schemas import Model, ModelPage
 from service.views import model_view
 from store.artifacts import TooLarge
 from store.db import JobRecord, ModelRecord, ScheduleRecord, new_id, utcnow

@@ -8,6 +8,7 @@ from croniter import croniter
 from fastapi import Query, Response
 from pydantic import Field, field_validator
 
+from robustness.http_models import Schedule, SchedulePage
 from robustness.spec import AuditSpec, CallbackUrl, Strict
 from service.auth import Reader, Submitter
 from service.budget import audit_passes, check_batch_sizes, check_budget
@@ -18,7 +19,6 @@ from service.routes import V1, resource
 from service.routes.job_resource import check_callback_url, require_model
 from service.routes.listing import get_or_404, page
 from service.schedules import next_fire
-from service.schemas import Schedule, SchedulePage
 from service.views import iso
 from store.confine import confine_dataset_path
 from store.db import ScheduleRecord, new_id, utcnow

@@ -3,10 +3,10 @@ to verify deliveries with (`standardwebhooks.Webhook(secret).verify(body, header
 
 from __future__ import annotations
 
+from robustness.http_models import WebhookSecret
 from service.auth import Admin
 from service.gateway import GatewayDep
 from service.routes import resource
-from service.schemas import WebhookSecret
 from service.webhooks import tenant_secret
 from store.db import DEFAULT_TENANT
 

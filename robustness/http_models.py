@@ -1,5 +1,6 @@
-"""The HTTP contract's response bodies, as pydantic models: what `openapi.json` promises and
-what every route is declared to return (`response_model`), so generated clients are typed.
+"""The HTTP contract's response bodies, as pydantic models: what `openapi.json` promises,
+what every route is declared to return (`response_model`), and what `robustness.client`
+parses answers into, so clients are typed.
 
 Open-ended records (a spec, a job's summary, a model's metadata and card) stay JSON objects:
 their own schemas are the request models (`AuditSpec`, `TrainingSpec`, `ModelMetadata`).
@@ -13,11 +14,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from store.db import JOB_STATES
-from store.kinds import KINDS
+# store.db takes the states from here and tests/test_layout.py checks the kinds against
+# store/kinds.py, so
+# the client (`robustness.client`) needs nothing of the service to read its answers.
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+JOB_KINDS = ("audit", "training", "certification")
+SEGMENTS = {"audit": "audits", "training": "trainings", "certification": "certifications"}
+KIND_OF_PREFIX = {"aud": "audit", "trn": "training", "crt": "certification"}  # aud_…
 
-JobStatus = Literal[JOB_STATES]  # queued, running, succeeded, failed, cancelled
-JobKindName = Literal[tuple(KINDS)]  # audit, training
+JobStatus = Literal[JOB_STATES]  # type: ignore[valid-type]
+JobKindName = Literal[JOB_KINDS]  # type: ignore[valid-type]
 
 
 class Body(BaseModel):

@@ -1,0 +1,195 @@
+"""`robustness.client` and `robustness remote` against a real `robustness serve` (gateway, child
+worker): typed results, waiting, idempotent submissions, problem details as exceptions,
+retries, and the remote command's exit codes for CI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import httpx
+import pytest
+import torch
+from service_processes import ADMIN_KEY, METADATA, Service
+
+from robustness.client import ApiError, AsyncClient, Client
+from robustness.evaluation.report_schema import CertificationReport, Report
+from robustness.http_models import ExamplePage, Job, Model
+from robustness.models import save_state_dict
+
+AUDIT = {"dataset": {"name": "digits", "n": 40}, "attacks": [{"name": "fgsm"}],
+         "epsilons": [0.0, 0.1], "seed": 0}
+
+
+def gate(op: str, value: float) -> list[dict]:
+    return [{"metric": "accuracy", "attack": "fgsm", "epsilon": 0.1, "op": op, "value": value}]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    svc = Service(tmp_path_factory.mktemp("client-service"), {}, split=False)
+    try:
+        svc.start()
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture(scope="module")
+def model_file(digits_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    save_state_dict(digits_model.net, folder / "digits.safetensors")
+    (folder / "digits.json").write_text(json.dumps(METADATA))  # the sidecar remote reads
+    return folder / "digits.safetensors"
+
+
+def test_a_pipeline_through_the_sync_client(service, model_file):
+    with Client(service.url, ADMIN_KEY) as c:
+        model = c.upload_model(model_file, METADATA)
+        assert isinstance(model, Model) and model.metadata["architecture"] == "madry_mnist"
+        spec = {"model_id": model.id, **AUDIT, "gate": gate(">=", 0.2)}
+        job = c.submit_audit(spec, idempotency_key="pipeline-1")
+        assert isinstance(job, Job) and job.kind == "audit" and job.status == "queued"
+        # A retry with the same key is the same job; the same key for another spec is refused.
+        assert c.submit_audit(spec, idempotency_key="pipeline-1").id == job.id
+        with pytest.raises(ApiError, match="Idempotency-Key") as refused:
+            c.submit_audit({**spec, "seed": 1}, idempotency_key="pipeline-1")
+        assert refused.value.status == 422
+        seen: list[str] = []
+        done = c.wait(job, progress=lambda j: seen.append(j.status), timeout=120)
+        assert done.status == "succeeded" and seen[-1] == "succeeded"
+        report = c.report(job.id)
+        assert isinstance(report, Report) and report.gate.passed
+        fgsm = next(r for r in report.results if r.epsilon == 0.1)
+        assert 0.2 <= fgsm.accuracy < report.clean.accuracy
+        assert done.summary["clean_accuracy"] == report.clean.accuracy
+        page = c.examples(job.id, attack="fgsm", epsilon=0.1, misclassified=True, limit=5)
+        assert isinstance(page, ExamplePage) and all(e.misclassified for e in page.items)
+        assert page.total == round(40 * (1 - fgsm.accuracy))
+        assert "<svg" in c.report_html(job.id)
+        assert [j.id for j in c.list_jobs("audit", model_id=model.id).items] == [job.id]
+        # A refusal carries the problem details: status, detail and the field to fix.
+        with pytest.raises(ApiError) as bad:
+            c.submit_audit({"model_id": model.id, **AUDIT, "epsilons": [-1]})
+        assert bad.value.status == 422 and "epsilons" in bad.value.detail
+        assert bad.value.problem.errors[0].field.startswith("epsilons")
+
+
+def test_the_async_client_runs_the_same_operations(service, model_file):
+    async def pipeline():
+        async with AsyncClient(service.url, ADMIN_KEY) as c:
+            model = await c.upload_model(model_file, METADATA)
+            job = await c.submit_certification({
+                "model_id": model.id, "dataset": {"name": "digits", "n": 8}, "sigma": 0.25,
+                "n0": 20, "n": 400, "radii": [0, 0.25], "attack": None})
+            done = await c.wait(job, timeout=120)
+            return done, await c.certification_report(job.id)
+
+    done, report = asyncio.run(pipeline())
+    assert done.kind == "certification" and done.status == "succeeded"
+    assert isinstance(report, CertificationReport)
+    assert [r.radius for r in report.certified_accuracy] == [0, 0.25]
+    assert done.summary["certified_accuracy"][0]["accuracy"] == \
+        report.certified_accuracy[0].accuracy
+
+
+class Flaky:
+    """A real HTTP server that answers 503 (Retry-After: 0) `failures` times, then 200."""
+
+    def __init__(self, failures: int):
+        self.requests: list[str] = []
+        left = [failures]
+        seen = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                seen.append(f"{self.command} {self.path}")
+                if self.command == "POST":
+                    self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if left[0] > 0:
+                    left[0] -= 1
+                    self.send_response(503)
+                    self.send_header("Retry-After", "0")
+                    body = b'{"title": "Service Unavailable", "status": 503, "detail": "busy"}'
+                else:
+                    self.send_response(200)
+                    body = json.dumps({"status": "ok", "database": "ok", "broker": "ok",
+                                       "embedded": True}).encode()
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_reads_are_retried_uploads_are_not_and_a_dead_service_raises(tmp_path):
+    flaky = Flaky(failures=2)
+    try:
+        with Client(flaky.url, backoff=0.01) as c:
+            assert c.health().status == "ok"
+            assert flaky.requests == ["GET /v1/health"] * 3
+        path = tmp_path / "m.safetensors"
+        path.write_bytes(b"x")
+        once = Flaky(failures=1)
+        with Client(once.url, backoff=0.01) as c, \
+                pytest.raises(ApiError, match="HTTP 503: busy"):
+            c.upload_model(path, METADATA)  # a second upload would be a second model
+        assert once.requests == ["POST /v1/models"]
+        once.server.shutdown()
+    finally:
+        flaky.server.shutdown()
+    with Client("http://127.0.0.1:9", retries=2, backoff=0.01) as c, \
+            pytest.raises(httpx.ConnectError):
+        c.health()
+
+
+def test_remote_exit_codes_block_a_release_pipeline(service, model_file, tmp_path, capsys):
+    """0 passed, 1 the gate failed, 2 bad input, 4 the job failed; the report is written."""
+    from safetensors.torch import save_file
+
+    from robustness.cli import main
+
+    def remote(*args: str) -> int:
+        return main(["remote", "--url", service.url, "--key", ADMIN_KEY, "-q", *args])
+
+    def spec(rules) -> str:
+        path = tmp_path / f"spec-{len(list(tmp_path.iterdir()))}.json"
+        path.write_text(json.dumps({**AUDIT, "gate": rules}))
+        return str(path)
+
+    out = tmp_path / "report.json"
+    assert remote("audit", "--model", str(model_file), "--spec", spec(gate(">=", 0.2)),
+                  "--wait", "--out", str(out)) == 0
+    report = json.loads(out.read_text())
+    assert report["gate"]["passed"] and report["spec"]["gate"][0]["value"] == 0.2
+    job = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert job["status"] == "succeeded"
+    assert remote("audit", "--model-id", job["model_id"], "--spec", spec(gate(">=", 0.99)),
+                  "--wait") == 1
+    # Without --wait: the job, at once; `wait` then blocks on it like --wait.
+    assert remote("audit", "--model-id", job["model_id"], "--spec", spec(gate("<=", 0.0))) == 0
+    queued = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert remote("wait", queued["id"], "--out", str(out)) == 1
+    assert not json.loads(out.read_text())["gate"]["passed"]
+    assert remote("report", job["id"], "--out", str(out)) == 0
+    capsys.readouterr()
+    assert remote("audit", "--model-id", job["model_id"], "--spec", spec(
+        [{"metric": "accuracy", "attack": "nope", "epsilon": 0.1, "op": ">=",
+          "value": 0.5}])) == 2
+    assert "gate" in capsys.readouterr().err
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"fc.weight": torch.zeros(10, 4)}, str(wrong))
+    assert remote("audit", "--model", str(wrong), "--metadata", str(model_file.with_suffix(
+        ".json")), "--spec", spec(gate(">=", 0.2)), "--wait") == 4
+    assert "failed" in capsys.readouterr().err
+    assert main(["remote", "audit", "--model-id", "x", "--spec", spec([])]) == 2  # no URL
