@@ -35,6 +35,7 @@ from robustness.http_models import (
     FINAL_STATES,
     SEGMENTS,
     ApiKeyList,
+    CostEstimate,
     CreatedApiKey,
     Deliveries,
     ExamplePage,
@@ -167,24 +168,31 @@ class _Operations:
         yield from self._call(Request("DELETE", f"/v1/models/{model_id}"))
 
     # Jobs
-    def _submit(self, kind: str, spec: dict, idempotency_key: str | None) -> Operation:
+    def _submit(self, kind: str, spec: dict, idempotency_key: str | None,
+                dry_run: bool) -> Operation:
+        path = f"/v1/{SEGMENTS[kind]}"
+        if dry_run:
+            return (yield from self._model(Request("POST", path, json=spec,
+                                                   params={"dry_run": "true"}), CostEstimate))
         key = idempotency_key or f"client-{uuid.uuid4()}"
-        return (yield from self._model(Request(
-            "POST", f"/v1/{SEGMENTS[kind]}", json=spec,
-            headers={"Idempotency-Key": key}), Job))
+        return (yield from self._model(Request("POST", path, json=spec,
+                                               headers={"Idempotency-Key": key}), Job))
 
     @operation
-    def submit_audit(self, spec: dict, *, idempotency_key: str | None = None) -> Operation:
-        return (yield from self._submit("audit", spec, idempotency_key))
+    def submit_audit(self, spec: dict, *, idempotency_key: str | None = None,
+                     dry_run: bool = False) -> Operation:
+        """The queued job; with `dry_run`, its `CostEstimate` (nothing is queued)."""
+        return (yield from self._submit("audit", spec, idempotency_key, dry_run))
 
     @operation
-    def submit_training(self, spec: dict, *, idempotency_key: str | None = None) -> Operation:
-        return (yield from self._submit("training", spec, idempotency_key))
+    def submit_training(self, spec: dict, *, idempotency_key: str | None = None,
+                        dry_run: bool = False) -> Operation:
+        return (yield from self._submit("training", spec, idempotency_key, dry_run))
 
     @operation
-    def submit_certification(self, spec: dict, *, idempotency_key: str | None = None
-                             ) -> Operation:
-        return (yield from self._submit("certification", spec, idempotency_key))
+    def submit_certification(self, spec: dict, *, idempotency_key: str | None = None,
+                             dry_run: bool = False) -> Operation:
+        return (yield from self._submit("certification", spec, idempotency_key, dry_run))
 
     @operation
     def get_job(self, kind: str, job_id: str) -> Operation:

@@ -113,6 +113,21 @@ class Job(Body):
                                                  "entry per epoch")
 
 
+class CostEstimate(Body):
+    """A dry run's answer (`POST /v1/<jobs>?dry_run=true`): nothing was stored or queued."""
+
+    kind: JobKindName
+    passes: int | None = Field(description="example forward+backward passes the job needs "
+                               "(None: unknown until its data is loaded)")
+    limit: int = Field(description="the most one job may need (ROBUSTNESS_MAX_JOB_PASSES)")
+    budget_left: int | None = Field(description="limit - passes")
+    passes_per_second: float | None = Field(description="this deployment's measured "
+                                            "throughput for the kind (None: none ran yet)")
+    measured_jobs: int = Field(description="the recent succeeded jobs it was measured on")
+    estimated_seconds: float | None = Field(description="passes / passes_per_second: run "
+                                            "time, not counting the wait in the queue")
+
+
 class JobPage(Body):
     items: list[Job]
     limit: int

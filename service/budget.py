@@ -68,3 +68,43 @@ def check_batch_sizes(spec, limit: int) -> None:
         if value is not None and value > limit:
             raise Problem(422, f"{name}: {value} is above this service's limit of {limit} "
                                f"(ROBUSTNESS_MAX_BATCH_SIZE)")
+
+
+MEASURED_JOBS = 20  # the most recent succeeded jobs of a kind that set its throughput
+
+
+def throughput(gw, kind: str) -> tuple[float | None, int]:
+    """This deployment's passes per second for a kind, over its last MEASURED_JOBS succeeded
+    jobs of known cost (total passes over total run time), and how many jobs that was."""
+    from sqlalchemy import select
+
+    from store.db import JobRecord
+
+    with gw.db.session() as s:
+        rows = s.execute(select(JobRecord.passes, JobRecord.seconds).where(
+            JobRecord.kind == kind, JobRecord.status == "succeeded",
+            JobRecord.passes.is_not(None), JobRecord.seconds > 0)
+            .order_by(JobRecord.finished_at.desc()).limit(MEASURED_JOBS)).all()
+    seconds = sum(r.seconds for r in rows)
+    return (sum(r.passes for r in rows) / seconds if seconds > 0 else None), len(rows)
+
+
+def estimate(gw, kind: str, passes: int | None) -> dict:
+    """A dry run's answer: the job's cost, what the per-job limit leaves, and how long it
+    should take at the measured throughput (None until a job of its kind has run here)."""
+    rate, jobs = throughput(gw, kind)
+    limit = gw.settings.max_job_passes
+    return {"kind": kind, "passes": passes, "limit": limit,
+            "budget_left": None if passes is None else limit - passes,
+            "passes_per_second": rate, "measured_jobs": jobs,
+            "estimated_seconds": None if passes is None or rate is None else passes / rate}
+
+
+def retry_after(gw, job) -> str:
+    """When to poll next: the job's estimated time left at the measured throughput, within
+    1-30 s; 2 s when there is nothing to estimate from."""
+    rate, _ = throughput(gw, job.kind) if job.passes else (None, 0)
+    if not rate:
+        return "2"
+    done = job.progress_completed / job.progress_total if job.progress_total else 0.0
+    return str(max(1, min(30, round(job.passes * (1 - done) / rate))))

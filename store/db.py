@@ -113,6 +113,8 @@ class JobRecord(Base):
     callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
     # When the next delivery attempt is due (None: at once); set by the backoff after a failure.
     callback_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Example forward+backward passes, counted at submission (None: unknown until loaded).
+    passes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CallbackDeliveryRecord(Base):

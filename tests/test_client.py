@@ -16,7 +16,7 @@ from service_processes import ADMIN_KEY, METADATA, Service
 
 from robustness.client import ApiError, AsyncClient, Client
 from robustness.evaluation.report_schema import CertificationReport, Report
-from robustness.http_models import ExamplePage, Job, Model
+from robustness.http_models import CostEstimate, ExamplePage, Job, Model
 from robustness.models import save_state_dict
 
 AUDIT = {"dataset": {"name": "digits", "n": 40}, "attacks": [{"name": "fgsm"}],
@@ -50,6 +50,9 @@ def test_a_pipeline_through_the_sync_client(service, model_file):
         model = c.upload_model(model_file, METADATA)
         assert isinstance(model, Model) and model.metadata["architecture"] == "madry_mnist"
         spec = {"model_id": model.id, **AUDIT, "gate": gate(">=", 0.2)}
+        cost = c.submit_audit(spec, dry_run=True)  # the cost, nothing queued
+        # FGSM: one pass at each of the 2 ε, and the clean pass
+        assert isinstance(cost, CostEstimate) and cost.passes == 40 * (2 + 1)
         job = c.submit_audit(spec, idempotency_key="pipeline-1")
         assert isinstance(job, Job) and job.kind == "audit" and job.status == "queued"
         # A retry with the same key is the same job; the same key for another spec is refused.

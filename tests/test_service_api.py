@@ -829,3 +829,47 @@ def test_callbacks_of_every_job_kind_are_signed_retried_with_backoff_and_recorde
         with pytest.raises(WebhookVerificationError):
             Webhook(secret).verify("{}", theirs)
         assert Webhook(other["secret"]).verify("{}", theirs) == {}
+
+
+def test_a_dry_run_answers_the_cost_and_an_estimate_from_measured_throughput(
+        client, weights, settings):
+    """`?dry_run=true` runs every check of a submission and answers its cost instead of
+    queueing it; once a job of the kind has run here, the estimate is its passes at the
+    measured passes per second, and Retry-After follows the estimated time left."""
+    from service.budget import audit_passes
+    from workers.context import WorkerContext
+    from workers.running import run_job
+
+    model_id = upload(client, weights).json()["id"]
+    body = {"model_id": model_id, **AUDIT, "attacks": [{"name": "pgd", "steps": 10}]}
+    passes = audit_passes(parse_audit(body))
+    r = client.post("/v1/audits", json=body, params={"dry_run": "true"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"kind": "audit", "passes": passes, "limit": 10**10,
+                        "budget_left": 10**10 - passes, "passes_per_second": None,
+                        "measured_jobs": 0, "estimated_seconds": None}
+    assert client.get("/v1/audits").json()["items"] == []  # nothing stored or queued
+    # A dry run is refused where the submission would be.
+    assert_problem(client.post("/v1/audits", params={"dry_run": "true"}, json={
+        **body, "dataset": {"name": "mnist", "split": "train"},
+        "attacks": [{"name": "pgd", "steps": 10**4, "restarts": 100}]}), 422, "budget")
+    assert_problem(client.post("/v1/audits", params={"dry_run": "true"},
+                               json={**body, "model_id": "mdl_nope"}), 422, "model_id")
+    r = client.post("/v1/audits", json=body)
+    assert r.status_code == 202 and r.headers["Retry-After"] == "2"  # nothing measured yet
+    ctx = WorkerContext(WorkerSettings(home=settings.home, device="cpu"))
+    assert run_job(ctx, r.json()["id"]) == "succeeded"
+    ran = client.get(f"/v1/audits/{r.json()['id']}").json()
+    rate = passes / ran["seconds"]
+    dry = client.post("/v1/audits", json={**body, "dataset": {"name": "digits", "n": 200}},
+                      params={"dry_run": "true"}).json()
+    assert dry["measured_jobs"] == 1 and dry["passes_per_second"] == pytest.approx(rate)
+    assert dry["estimated_seconds"] == pytest.approx(10 * passes / rate)
+    queued = client.post("/v1/audits", json={**body, "dataset": {"name": "digits", "n": 200}})
+    assert queued.headers["Retry-After"] == str(max(1, min(30, round(10 * passes / rate))))
+
+
+def parse_audit(body: dict):
+    from robustness.spec import parse_audit_spec
+
+    return parse_audit_spec(body)

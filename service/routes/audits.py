@@ -20,7 +20,8 @@ from service.problems import BINARY_FILE, HTML_PAGE, Problem
 from service.reports import adversarial_file, example_records
 from service.routes import resource
 from service.routes.job_resource import (
-    JOB,
+    DRY_RUN,
+    SUBMIT,
     add_job_routes,
     artifact,
     require_model,
@@ -34,15 +35,18 @@ from store.kinds import AUDIT
 router = resource(f"/{AUDIT.segment}", AUDIT.segment)
 
 
-@router.post("", status_code=202, summary="Submit an audit", **JOB)
+@router.post("", summary="Submit an audit", **SUBMIT)
 def submit_audit(spec: AuditSpec, gw: GatewayDep, who: Submitter, response: Response,
-                 idempotency_key: Annotated[str | None, Header()] = None) -> dict:
+                 idempotency_key: Annotated[str | None, Header()] = None,
+                 dry_run: bool = DRY_RUN) -> dict:
     confine_dataset_path(spec.dataset)
     check_batch_sizes(spec, gw.settings.max_batch_size)
-    check_budget(audit_passes(spec), gw.settings.max_job_passes, "audit",
+    passes = audit_passes(spec)
+    check_budget(passes, gw.settings.max_job_passes, "audit",
                  "dataset.n, steps, restarts or the ε grid")
     require_model(gw, who.tenant, spec.model_id, "model_id")
-    return submit(gw, response, who.tenant, AUDIT, spec, spec.model_id, idempotency_key)
+    return submit(gw, response, who.tenant, AUDIT, spec, spec.model_id, idempotency_key,
+                  passes=passes, dry_run=dry_run)
 
 
 add_job_routes(router, AUDIT)

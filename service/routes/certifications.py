@@ -16,7 +16,8 @@ from service.gateway import GatewayDep
 from service.problems import HTML_PAGE
 from service.routes import resource
 from service.routes.job_resource import (
-    JOB,
+    DRY_RUN,
+    SUBMIT,
     add_job_routes,
     artifact,
     require_model,
@@ -29,17 +30,19 @@ from store.kinds import CERTIFICATION
 router = resource(f"/{CERTIFICATION.segment}", CERTIFICATION.segment)
 
 
-@router.post("", status_code=202, summary="Submit a certification", **JOB)
+@router.post("", summary="Submit a certification", **SUBMIT)
 def submit_certification(spec: CertifySpec, gw: GatewayDep, who: Submitter,
                          response: Response,
-                         idempotency_key: Annotated[str | None, Header()] = None) -> dict:
+                         idempotency_key: Annotated[str | None, Header()] = None,
+                         dry_run: bool = DRY_RUN) -> dict:
     confine_dataset_path(spec.dataset)
     check_batch_sizes(spec, gw.settings.max_batch_size)
-    check_budget(certification_passes(spec), gw.settings.max_job_passes, "certification",
+    passes = certification_passes(spec)
+    check_budget(passes, gw.settings.max_job_passes, "certification",
                  "dataset.n, n or the attack (radii, steps, draws, n)")
     require_model(gw, who.tenant, spec.model_id, "model_id")
     return submit(gw, response, who.tenant, CERTIFICATION, spec, spec.model_id,
-                  idempotency_key)
+                  idempotency_key, passes=passes, dry_run=dry_run)
 
 
 add_job_routes(router, CERTIFICATION)

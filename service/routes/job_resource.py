@@ -10,8 +10,9 @@ from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from robustness.http_models import Deliveries, Job, JobPage, JobStatus
+from robustness.http_models import CostEstimate, Deliveries, Job, JobPage, JobStatus
 from service.auth import Reader, Submitter
+from service.budget import estimate, retry_after
 from service.callbacks import Blocked, check_url, deliveries, shown_status
 from service.gateway import Gateway, GatewayDep
 from service.problems import Problem
@@ -22,8 +23,15 @@ from store.db import FINAL_STATES, JobRecord, ModelRecord
 from store.kinds import JobKind
 from store.queue import send
 
-RETRY_AFTER = "2"
 JOB = {"response_model": Job, "response_model_exclude_unset": True}
+# A submit route: the job (202), or with ?dry_run=true its cost (200).
+SUBMIT = {"response_model": Job | CostEstimate, "response_model_exclude_unset": True,
+          "status_code": 202,
+          "responses": {200: {"model": CostEstimate, "description": "dry_run=true: what the "
+                              "job would cost; nothing is stored or queued"}}}
+DRY_RUN = Query(False, description="check the job and answer its cost (passes, the limit "
+                "left, an estimated duration at this deployment's measured throughput), "
+                "without storing or queueing it")
 
 
 def require_model(gw: Gateway, tenant: str, model_id: str | None, field: str) -> None:
@@ -43,19 +51,26 @@ def check_callback_url(gw: Gateway, url: str | None) -> None:
             raise Problem(422, str(exc)) from None
 
 
-def _accepted(response: Response, kind: JobKind, job: JobRecord, replayed: bool) -> dict:
+def _accepted(gw: Gateway, response: Response, kind: JobKind, job: JobRecord,
+              replayed: bool) -> dict:
     response.status_code = 202
     response.headers["Location"] = job_path(kind, job.id)
-    response.headers["Retry-After"] = RETRY_AFTER
+    response.headers["Retry-After"] = retry_after(gw, job)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return job_view(job)
 
 
 def submit(gw: Gateway, response: Response, tenant: str, kind: JobKind, spec,
-           model_id: str | None, idempotency_key: str | None = None) -> dict:
+           model_id: str | None, idempotency_key: str | None = None, *,
+           passes: int | None = None, dry_run: bool = False) -> dict:
     """Store and enqueue the job. With an Idempotency-Key, a retry of the same request (same
-    tenant, key and body) gets the job the first one created instead of a second job."""
+    tenant, key and body) gets the job the first one created instead of a second job. A dry
+    run stops after every check and answers 200 with the cost instead."""
+    if dry_run:
+        check_callback_url(gw, spec.callback_url)
+        response.status_code = 200
+        return estimate(gw, kind.name, passes)
     # The callback URL may hold the receiver's secret: it stays out of the spec (and so out
     # of the report, which is shared more widely than the job).
     body = spec.model_dump(mode="json", exclude_unset=True, exclude={"callback_url"})
@@ -69,15 +84,15 @@ def submit(gw: Gateway, response: Response, tenant: str, kind: JobKind, spec,
         try:
             job = transitions.create_job(gw.db, kind.name, body, model_id, tenant=tenant,
                                          idempotency_key=idempotency_key,
-                                         callback_url=callback_url)
+                                         callback_url=callback_url, passes=passes)
         except IntegrityError:  # a concurrent retry with the same key won the race
             replay = _replay(gw, tenant, kind, idempotency_key, body, callback_url)
             if replay is None:
                 raise
         else:
             send(gw.celery, gw.db, job)
-            return _accepted(response, kind, transitions.get_job(gw.db, job.id), False)
-    return _accepted(response, kind, replay, True)
+            return _accepted(gw, response, kind, transitions.get_job(gw.db, job.id), False)
+    return _accepted(gw, response, kind, replay, True)
 
 
 def _replay(gw: Gateway, tenant: str, kind: JobKind, key: str | None,
@@ -152,7 +167,7 @@ def add_job_routes(router: APIRouter, kind: JobKind) -> None:
                 job_id: str = job_id_param) -> dict:
         job = get_job_or_404(gw, who.tenant, kind, job_id)
         if job.status not in FINAL_STATES:
-            response.headers["Retry-After"] = RETRY_AFTER
+            response.headers["Retry-After"] = retry_after(gw, job)
         return job_view(job)
 
     @router.get(item + "/deliveries", summary=f"Every attempt at the {noun}'s callback",
