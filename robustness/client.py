@@ -214,6 +214,11 @@ class _Operations:
             "POST", f"/v1/{SEGMENTS[job.kind]}/{job.id}/cancel"), Job))
 
     @operation
+    def delete_job(self, job: Job) -> Operation:
+        """Remove an ended job and the stored results no other record uses."""
+        yield from self._call(Request("DELETE", f"/v1/{SEGMENTS[job.kind]}/{job.id}"))
+
+    @operation
     def wait(self, job: Job, *, timeout: float | None = None,
              progress: Callable[[Job], None] | None = None, max_interval: float = 30.0
              ) -> Operation:

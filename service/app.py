@@ -21,6 +21,7 @@ from service.gateway import Gateway
 from service.metrics import Metrics
 from service.problems import PROBLEMS
 from service.reconcile import reconcile
+from service.retention import expire_adversarial_sets
 from service.routes import (
     V1,
     audits,
@@ -66,7 +67,9 @@ def housekeeping(gw: Gateway, stopped: threading.Event, callbacks: CallbackSende
                                        broker_url=s.broker_url, max_attempts=s.max_attempts),
                      stopped),
             Periodic("scheduler", s.reconcile_seconds, lambda: fire_due(gw), stopped),
-            Periodic("callbacks", s.reconcile_seconds, callbacks.dispatch, stopped)]
+            Periodic("callbacks", s.reconcile_seconds, callbacks.dispatch, stopped),
+            Periodic("retention", max(s.reconcile_seconds, 60.0),
+                     lambda: expire_adversarial_sets(gw), stopped)]
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -94,7 +97,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                   generate_unique_id_function=lambda route: route.name)
     app.state.gw = gw
     app.state.admin_key, app.state.admin_key_generated = ensure_admin_key(settings, gw.db)
-    app.state.metrics = Metrics(gw.db)
+    app.state.metrics = Metrics(gw)
     app.middleware("http")(app.state.metrics.middleware())
     problems.install(app)
     v1 = APIRouter(prefix=V1)

@@ -44,6 +44,10 @@ class GatewaySettings(Settings):
                                        "default: generated once per tenant, kept in the "
                                        "database, shown to admins at /v1/webhooks/secret")
 
+    retention_days: float | None = Field(default=None, gt=0, description="expire the "
+                                         "adversarial sets of jobs finished longer ago than "
+                                         "this (their reports stay); unset: keep them")
+
     # Per-tenant quotas (service.quotas).
     max_models_per_tenant: int = Field(default=1000, ge=0)
     max_schedules_per_tenant: int = Field(default=100, ge=0)

@@ -115,6 +115,8 @@ class JobRecord(Base):
     callback_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Example forward+backward passes, counted at submission (None: unknown until loaded).
     passes: Mapped[int | None] = mapped_column(BigInteger)
+    # Set when ROBUSTNESS_RETENTION_DAYS removed the adversarial set (the report stays).
+    adversarial_expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class CallbackDeliveryRecord(Base):

@@ -873,3 +873,52 @@ def parse_audit(body: dict):
     from robustness.spec import parse_audit_spec
 
     return parse_audit_spec(body)
+
+
+def test_deleting_a_job_removes_what_only_it_used_and_retention_expires_adversarial_sets(
+        client, weights, settings):
+    """Two identical audits share one adversarial set (content-addressed) and have a report
+    each. Deleting one removes its report and keeps the shared set; retention then expires
+    the other's set (410) and keeps its report; `/metrics` counts each tenant's bytes."""
+    from service.retention import expire_adversarial_sets
+    from workers.context import WorkerContext
+    from workers.running import run_job
+
+    model = upload(client, weights).json()
+    ids = [client.post("/v1/audits", json={"model_id": model["id"], **AUDIT}).json()["id"]
+           for _ in range(2)]
+    assert_problem(client.delete(f"/v1/audits/{ids[0]}"), 409, "cancel it first")
+    ctx = WorkerContext(WorkerSettings(home=settings.home, device="cpu"))
+    assert [run_job(ctx, i) for i in ids] == ["succeeded"] * 2
+    a, b = (transitions.get_job(client.app.state.gw.db, i) for i in ids)
+    assert a.adversarial_sha256 == b.adversarial_sha256 and a.report_sha256 != b.report_sha256
+    path = client.app.state.gw.store.path
+    sizes = [path(s).stat().st_size for s in (model["sha256"], a.report_sha256,
+                                               b.report_sha256, a.adversarial_sha256)]
+    scraped = [line.split()[-1] for line in client.get("/metrics").text.splitlines()
+               if line.startswith('robustness_tenant_disk_bytes{tenant="default"}')]
+    assert [float(v) for v in scraped] == [sum(sizes)]
+    assert client.delete(f"/v1/audits/{a.id}").status_code == 204
+    assert_problem(client.get(f"/v1/audits/{a.id}"), 404)
+    assert not path(a.report_sha256).exists() and path(b.report_sha256).exists()
+    assert path(a.adversarial_sha256).exists()  # b still uses it
+    adversarial = f"/v1/audits/{b.id}/adversarial"
+    assert client.get(adversarial, params={"attack": "fgsm", "epsilon": 0.1}).status_code == 200
+    # Retention: nothing is young enough to keep two days on with a one-day policy.
+    gw = client.app.state.gw
+    assert expire_adversarial_sets(gw) == []  # unset: kept
+    gw.settings.retention_days = 1
+    assert expire_adversarial_sets(gw, now=utcnow()) == []  # finished just now
+    assert expire_adversarial_sets(gw, now=utcnow() + timedelta(days=2)) == [b.id]
+    assert not path(b.adversarial_sha256).exists()
+    assert_problem(client.get(adversarial, params={"attack": "fgsm", "epsilon": 0.1}), 410,
+                   "expired", "ROBUSTNESS_RETENTION_DAYS")
+    assert client.get(f"/v1/audits/{b.id}/report").status_code == 200
+    # Trainings (and certifications) alike; the model file stays with its record.
+    training = client.post("/v1/trainings", json={
+        "architecture": "madry_mnist", "dataset": {"name": "digits"}, "method": "standard",
+        "epochs": 1}).json()["id"]
+    client.post(f"/v1/trainings/{training}/cancel")
+    assert client.delete(f"/v1/trainings/{training}").status_code == 204
+    assert client.delete(f"/v1/audits/{b.id}").status_code == 204
+    assert not path(b.report_sha256).exists() and path(model["sha256"]).exists()

@@ -28,6 +28,7 @@ from service.routes.job_resource import (
     submit,
     succeeded_job,
 )
+from service.views import iso
 from store.confine import confine_dataset_path
 from store.db import JobRecord
 from store.kinds import AUDIT
@@ -94,6 +95,10 @@ def get_adversarial(gw: GatewayDep, who: Reader, audit_id: str, attack: str, eps
     from safetensors.torch import load
 
     job = _succeeded(gw, who, audit_id)
+    if job.adversarial_expired_at is not None:
+        raise Problem(410, f"audit {audit_id!r}'s adversarial examples expired on "
+                           f"{iso(job.adversarial_expired_at)} (ROBUSTNESS_RETENTION_DAYS); "
+                           f"its report stays")
     if not job.adversarial_sha256:
         raise Problem(404, f"audit {audit_id!r} stored no adversarial examples")
     tensors = load(artifact(gw, job.adversarial_sha256, "adversarial set"))

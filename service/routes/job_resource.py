@@ -17,6 +17,7 @@ from service.callbacks import Blocked, check_url, deliveries, shown_status
 from service.gateway import Gateway, GatewayDep
 from service.problems import Problem
 from service.quotas import check_unfinished_jobs
+from service.retention import delete_job
 from service.views import job_path, job_view
 from store import transitions
 from store.db import FINAL_STATES, JobRecord, ModelRecord
@@ -177,6 +178,16 @@ def add_job_routes(router: APIRouter, kind: JobKind) -> None:
         return {"callback_url": job.callback_url,
                 "status": shown_status(job.callback_status) if job.callback_url else None,
                 "items": deliveries(gw.db, job.id)}
+
+    @router.delete(item, status_code=204, summary=f"Delete an ended {noun} and its "
+                   f"stored results", name=f"delete_{noun}")
+    def delete(gw: GatewayDep, who: Submitter, job_id: str = job_id_param) -> Response:
+        job = get_job_or_404(gw, who.tenant, kind, job_id)
+        if job.status not in FINAL_STATES:
+            raise Problem(409, f"{noun} {job_id!r} is {job.status}; cancel it first, then "
+                               f"delete it once it has ended")
+        delete_job(gw, job)
+        return Response(status_code=204)
 
     @router.post(item + "/cancel", status_code=202, summary=f"Cancel a {noun}",
                  name=f"cancel_{noun}", **JOB)

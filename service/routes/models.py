@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import File, Form, Query, UploadFile
 from fastapi.responses import Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from robustness.errors import ModelLoadError
 from robustness.http_models import Model, ModelPage
@@ -21,9 +21,10 @@ from robustness.models import ModelMetadata
 from robustness.models.formats import SAFETENSORS, STATE_DICT, detect_format
 from robustness.models.registry import check_architecture, default_input_shape
 from service.auth import Reader, Submitter
-from service.gateway import Gateway, GatewayDep
+from service.gateway import GatewayDep
 from service.problems import Problem
 from service.quotas import check_models
+from service.retention import forget_unused
 from service.routes import resource
 from service.routes.listing import get_or_404, page
 from service.views import model_view
@@ -73,7 +74,7 @@ def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2
         raise Problem(413, f"file: {exc}")
     if size == 0:
         if new:
-            _forget(gw, sha)
+            forget_unused(gw, [sha])
         raise Problem(422, "file: is empty")
     path = gw.store.path(sha)
     try:
@@ -91,7 +92,7 @@ def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2
                 raise ModelLoadError(f"metadata.input_shape: required for {meta.architecture}")
     except ModelLoadError as exc:
         if new:  # bytes that were already stored (another model, a report) stay
-            _forget(gw, sha)
+            forget_unused(gw, [sha])
         raise Problem(422, str(exc))
     record = ModelRecord(id=new_id("mdl"), tenant=who.tenant, name=meta.name or file.filename,
                          sha256=sha,
@@ -105,18 +106,6 @@ def upload_model(file: Annotated[UploadFile, File(description="safetensors, .pt2
 # Checked before the upload's body is read (service.request_body), so that a tenant at its
 # quota cannot make the gateway spool a file only to refuse it.
 upload_model.before_body = lambda request, who: check_models(request.app.state.gw, who.tenant)
-
-
-def _forget(gw: Gateway, sha: str) -> None:
-    """Delete stored bytes that no model or job refers to any more."""
-    with gw.db.session() as s:
-        used = s.execute(select(func.count()).select_from(ModelRecord)
-                         .where(ModelRecord.sha256 == sha)).scalar_one()
-        used += s.execute(select(func.count()).select_from(JobRecord).where(
-            (JobRecord.report_sha256 == sha) | (JobRecord.adversarial_sha256 == sha))
-        ).scalar_one()
-    if not used:
-        gw.store.path(sha).unlink(missing_ok=True)
 
 
 @router.get("", summary="List models", response_model=ModelPage,
@@ -150,5 +139,5 @@ def delete_model(gw: GatewayDep, who: Submitter, model_id: str):
                                f"delete the schedule first")
         sha = record.sha256
         s.delete(record)
-    _forget(gw, sha)
+    forget_unused(gw, [sha])
     return Response(status_code=204)
