@@ -23,7 +23,8 @@ def model_info(model) -> dict:
     return {"name": meta.name, "architecture": meta.architecture, "format": model.format,
             "sha256": model.sha256, "num_classes": meta.num_classes,
             "input_shape": list(meta.input_shape) if meta.input_shape else None,
-            "preprocessing": meta.preprocessing.model_dump() if meta.preprocessing else None}
+            "preprocessing": meta.preprocessing.model_dump() if meta.preprocessing else None,
+            "labels": meta.labels}
 
 
 def check_model_fits_data(model, data) -> None:

@@ -94,9 +94,11 @@ def summary_lines(report: dict) -> list[str]:
 
 def cmd_audit(args) -> int:
     from robustness.audit import audit_model_file
+    from robustness.evaluation.gate import resolve_baselines
     from robustness.spec import parse_audit_spec
 
-    spec = parse_audit_spec(_read_json(args.spec, "spec"))
+    spec = resolve_baselines(parse_audit_spec(_read_json(args.spec, "spec")),
+                             lambda path: _read_json(path, "baseline report"))
     bar = _Bar(enabled=not args.quiet)
     try:
         result = audit_model_file(spec, args.model, _metadata(args), data_root=args.data_root,

@@ -35,6 +35,7 @@ from robustness.http_models import (
     FINAL_STATES,
     SEGMENTS,
     ApiKeyList,
+    Comparison,
     CostEstimate,
     CreatedApiKey,
     Deliveries,
@@ -254,6 +255,13 @@ class _Operations:
     def report(self, audit_id: str, *, raw: bool = False) -> Operation:
         """The audit's report (`Report`), or with `raw` the stored JSON as a dict."""
         return (yield from self._report(f"/v1/audits/{audit_id}/report", Report, raw))
+
+    @operation
+    def compare(self, audit_id: str, other_id: str, *, tolerance: float = 0.01) -> Operation:
+        """Audit `other_id` (B) against `audit_id` (A) on the same examples."""
+        return (yield from self._model(Request(
+            "GET", f"/v1/audits/{audit_id}/compare/{other_id}",
+            params={"tolerance": tolerance}), Comparison))
 
     @operation
     def report_html(self, audit_id: str) -> Operation:

@@ -160,6 +160,7 @@ class Schedule(Body):
     cron: str
     audit: dict[str, Any]
     callback_url: str | None = None
+    tolerance: float | None = None
     next_run_at: str | None = None
     last_run_at: str | None = None
     last_audit_id: str | None = None
@@ -220,3 +221,31 @@ class ExamplePage(Body):
     items: list[ExampleRecord]
     total: int
     next_cursor: str | None = None
+
+
+class ComparisonRow(Body):
+    attack: str
+    norm: str
+    epsilon: float
+    a: float = Field(description="accuracy in audit A (the baseline)")
+    b: float = Field(description="accuracy in audit B")
+    delta: float = Field(description="b - a")
+    silent_error_rate_delta: dict[str, float]
+    broken_in_b: list[int] = Field(description="indices robust in A and broken in B")
+    fixed_in_b: list[int] = Field(description="indices broken in A and robust in B")
+
+
+class Comparison(Body):
+    """Audit B against audit A on the same examples (`robustness.evaluation.compare`)."""
+
+    a: str
+    b: str
+    verdict: Literal["regressed", "unchanged", "improved"]
+    tolerance: float
+    regressions: list[dict[str, Any]] = Field(description="{attack, epsilon, delta} of each "
+                                              "accuracy that fell by more than the tolerance")
+    clean: dict[str, float]
+    results: list[ComparisonRow]
+    only_in_a: list[dict[str, Any]]
+    only_in_b: list[dict[str, Any]]
+    examples: int

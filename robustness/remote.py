@@ -6,7 +6,8 @@
 uploads the model (its metadata from --metadata or the file's .json sidecar), submits the
 audit, waits for it and writes its report; the exit code is the local command's, plus 4:
 0 passed, 1 the gate failed, 2 bad input (the service's 4xx, a bad file), 3 a validity check
-failed, 4 the job failed, was cancelled or did not end within --timeout.
+failed, 4 the job failed, was cancelled or did not end within --timeout. `remote compare A B`
+exits 1 when B regressed against A beyond --tolerance.
 
 The service and the key come from --url and --key, or ROBUSTNESS_URL and ROBUSTNESS_API_KEY.
 """
@@ -157,6 +158,21 @@ def cmd_report(args) -> int:
         return _write_report(client, args, kind, args.job_id)
 
 
+def cmd_compare(args) -> int:
+    """B against A; exit 1 when B regressed beyond the tolerance."""
+    with _client(args) as client:
+        comparison = client.compare(args.a, args.b, tolerance=args.tolerance)
+    body = comparison.model_dump_json(exclude_unset=True)
+    if args.out:
+        Path(args.out).write_text(body)
+    print(body)
+    for row in comparison.regressions:
+        _say(args, f"regressed: {row['attack']} at ε={row['epsilon']:g} by "
+                   f"{-row['delta']:.4f} (tolerance {comparison.tolerance:g})")
+    _say(args, f"verdict: {comparison.verdict}")
+    return 1 if comparison.verdict == "regressed" else 0
+
+
 def run(args) -> int:
     """The verb, with the service's refusals as exit code 2 and its detail on stderr."""
     import httpx
@@ -177,7 +193,7 @@ def add_remote_command(sub) -> None:
     from robustness.cli import _model_and_data_options
 
     remote = sub.add_parser("remote", help="the same verbs against a running service "
-                            "(upload, audit, train, certify, wait, report)")
+                            "(upload, audit, train, certify, wait, report, compare)")
     remote.add_argument("--url", help="the service (default $ROBUSTNESS_URL)")
     remote.add_argument("--key", help="API key (default $ROBUSTNESS_API_KEY)")
     remote.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -218,3 +234,10 @@ def add_remote_command(sub) -> None:
     report.add_argument("--out", help="write the report here")
     report.add_argument("--html", help="write the report's HTML page here")
     report.set_defaults(remote_func=cmd_report)
+    compare = verbs.add_parser("compare", help="audit B against audit A (same examples): "
+                               "exit 1 if B regressed")
+    compare.add_argument("a", help="the baseline audit")
+    compare.add_argument("b", help="the audit compared with it")
+    compare.add_argument("--tolerance", type=float, default=0.01)
+    compare.add_argument("--out", help="also write the comparison JSON here")
+    compare.set_defaults(remote_func=cmd_compare)

@@ -486,14 +486,29 @@ class GateRule(Strict):
     tau: float | None = Field(default=None, gt=0, le=1,
                               description="confidence threshold, for silent_error_rate")
     op: Literal[">=", ">", "<=", "<", "=="]
-    value: float | Literal["pass", "warn", "fail"] = Field(description="a number; for metric "
-                                                           "'checks', the worst status "
-                                                           "allowed, compared in the order "
-                                                           "pass < warn < fail")
+    value: float | Literal["pass", "warn", "fail"] | None = Field(
+        default=None, description="a number; for metric 'checks', the worst status allowed, "
+        "compared in the order pass < warn < fail; not with `baseline`")
+    baseline: str | None = Field(default=None, max_length=1000, description="instead of "
+                                 "`value`: an audit id (service) or a report file (CLI) whose "
+                                 "figure for the same metric, attack and ε is the bound, "
+                                 "give or take `tolerance`")
+    tolerance: float = Field(default=0.0, ge=0, le=1, description="with `baseline`: how far "
+                             "past the baseline's figure still passes (>=: down to "
+                             "baseline - tolerance; <=: up to baseline + tolerance)")
+    baseline_value: float | None = Field(default=None, description="the baseline's figure, "
+                                         "filled in when the job is submitted")
 
     @model_validator(mode="after")
     def _check(self) -> GateRule:
-        if (self.metric == "checks") != isinstance(self.value, str):
+        if self.baseline is not None:
+            if self.value is not None:
+                raise ValueError("value: give a value or a baseline, not both")
+            if self.metric == "checks":
+                raise ValueError("baseline: metric 'checks' takes a status value")
+        elif self.value is None:
+            raise ValueError("value: required (or a baseline audit to compare with)")
+        elif (self.metric == "checks") != isinstance(self.value, str):
             raise ValueError("value: metric 'checks' takes 'pass', 'warn' or 'fail' (the "
                              "validity checks' worst status); every other metric a number")
         if self.metric == "checks" and self.attack is not None:

@@ -155,6 +155,8 @@ class ScheduleRecord(Base):
     cron: Mapped[str] = mapped_column(String(200))
     audit: Mapped[dict] = mapped_column(JSON)
     callback_url: Mapped[str | None] = mapped_column(String(2000))
+    # A run whose accuracy falls by more than this from the previous run's is a regression.
+    tolerance: Mapped[float] = mapped_column(Float, default=0.01)
     next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The column predates the name: it holds the id of the last audit this schedule fired.

@@ -186,6 +186,11 @@ def test_remote_exit_codes_block_a_release_pipeline(service, model_file, tmp_pat
     assert not json.loads(out.read_text())["gate"]["passed"]
     assert remote("report", job["id"], "--out", str(out)) == 0
     capsys.readouterr()
+    # The same examples and attacks under two gates: the figures are the same.
+    assert remote("compare", job["id"], queued["id"]) == 0
+    comparison = json.loads(capsys.readouterr().out)
+    assert comparison["verdict"] == "unchanged" and comparison["examples"] == 40
+    assert all(r["delta"] == 0 and not r["broken_in_b"] for r in comparison["results"])
     assert remote("audit", "--model-id", job["model_id"], "--spec", spec(
         [{"metric": "accuracy", "attack": "nope", "epsilon": 0.1, "op": ">=",
           "value": 0.5}])) == 2

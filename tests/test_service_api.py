@@ -922,3 +922,73 @@ def test_deleting_a_job_removes_what_only_it_used_and_retention_expires_adversar
     assert client.delete(f"/v1/trainings/{training}").status_code == 204
     assert client.delete(f"/v1/audits/{b.id}").status_code == 204
     assert not path(b.report_sha256).exists() and path(model["sha256"]).exists()
+
+
+def test_audits_compare_gate_on_a_baseline_and_scheduled_runs_flag_regressions(
+        client, weights, settings):
+    """GET /v1/audits/{a}/compare/{b}; a gate rule whose bound is a baseline audit's figure,
+    resolved at submission; and a scheduled audit compared with the schedule's previous
+    run, its regression in the job's summary (and so in its callback)."""
+    from service.schedules import fire_due
+    from workers.context import WorkerContext
+    from workers.running import run_job
+
+    ctx = WorkerContext(WorkerSettings(home=settings.home, device="cpu"))
+    model_id = upload(client, weights).json()["id"]
+    data = {"name": "digits", "n": 120}
+    fgsm = {"model_id": model_id, "dataset": data, "epsilons": [0.0, 0.15],
+            "attacks": [{"name": "fgsm", "label": "atk"}]}
+    pgd = {**fgsm, "attacks": [{"name": "pgd", "steps": 20, "restarts": 2, "label": "atk"}]}
+
+    def run(body) -> str:
+        job_id = client.post("/v1/audits", json=body).json()["id"]
+        assert run_job(ctx, job_id) == "succeeded"
+        return job_id
+
+    a, b = run(fgsm), run(pgd)
+    out = client.get(f"/v1/audits/{a}/compare/{b}").json()
+    assert out["a"] == a and out["verdict"] == "regressed"
+    row = next(r for r in out["results"] if r["epsilon"] == 0.15)
+    assert row["delta"] == pytest.approx((len(row["fixed_in_b"]) - len(row["broken_in_b"]))
+                                         / 120) and row["delta"] < -0.05
+    assert client.get(f"/v1/audits/{a}/compare/{b}",
+                      params={"tolerance": 1}).json()["verdict"] == "unchanged"
+    other = run({**fgsm, "dataset": {**data, "offset": 3}})
+    assert_problem(client.get(f"/v1/audits/{a}/compare/{other}"), 422, "not on the same")
+    # A baseline rule: B's bound is A's figure, fixed in the stored spec at submission.
+    rule = {"metric": "accuracy", "attack": "atk", "epsilon": 0.15, "op": ">=",
+            "baseline": a, "tolerance": 0.01}
+    gated = client.post("/v1/audits", json={**pgd, "gate": [rule]}).json()
+    stored = gated["spec"]["gate"][0]
+    assert stored["baseline_value"] == row["a"] and stored["baseline"] == a
+    assert run_job(ctx, gated["id"]) == "succeeded"
+    job = client.get(f"/v1/audits/{gated['id']}").json()
+    assert job["summary"]["gate"]["passed"] is False
+    queued = client.post("/v1/audits", json=fgsm).json()["id"]
+    for bad, why in (("aud_nope", "is not an audit of yours"), (queued, "is queued")):
+        assert_problem(client.post("/v1/audits", json={
+            **pgd, "gate": [{**rule, "baseline": bad}]}), 422, "baseline", why)
+    # A schedule: its second run is compared with its first.
+    schedule = client.post("/v1/schedules", json={"cron": "0 3 * * *", "audit": fgsm,
+                                                  "tolerance": 0.02}).json()
+    assert schedule["tolerance"] == 0.02
+    from datetime import datetime
+
+    due = datetime.fromisoformat(schedule["next_run_at"])
+    (first,) = fire_due(client.app.state.gw, now=due)
+    assert run_job(ctx, first) == "succeeded"
+    assert client.get(f"/v1/audits/{first}").json()["summary"].get("regression") is None
+    # The schedule's audit is made stronger between runs (same label): the next run regresses.
+    from store.db import ScheduleRecord
+
+    with client.app.state.gw.db.session.begin() as s:
+        s.execute(update(ScheduleRecord).where(ScheduleRecord.id == schedule["id"])
+                  .values(audit=pgd))
+    nxt = datetime.fromisoformat(client.get(f"/v1/schedules/{schedule['id']}")
+                                 .json()["next_run_at"])
+    (second,) = fire_due(client.app.state.gw, now=nxt)
+    assert run_job(ctx, second) == "succeeded"
+    regression = client.get(f"/v1/audits/{second}").json()["summary"]["regression"]
+    assert regression["previous_audit_id"] == first and regression["regressed"] is True
+    assert regression["tolerance"] == 0.02
+    assert [r["epsilon"] for r in regression["regressions"]] == [0.15]

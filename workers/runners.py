@@ -93,8 +93,38 @@ def run_audit_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
                                          if c["status"] != "pass"]},
                "results": [{k: r.get(k) for k in ("attack", "label", "norm", "epsilon",
                                                   "accuracy")} for r in report["results"]]}
+    if job.schedule_id:
+        summary["regression"] = _against_previous_run(ctx, job, report)
     return {"report_sha256": report_sha, "adversarial_sha256": adversarial_sha,
             "summary": summary}
+
+
+def _against_previous_run(ctx: WorkerContext, job: JobRecord, report: dict) -> dict | None:
+    """A scheduled audit against the schedule's previous succeeded run: the comparison's
+    verdict under the schedule's tolerance (in the job's summary, so in its callback too)."""
+    from sqlalchemy import select
+
+    from robustness.errors import SpecError
+    from robustness.evaluation.compare import compare_reports
+    from store.db import ScheduleRecord
+
+    with ctx.db.session() as s:
+        previous = s.execute(select(JobRecord).where(
+            JobRecord.schedule_id == job.schedule_id, JobRecord.status == "succeeded",
+            JobRecord.id != job.id, JobRecord.created_at < job.created_at)
+            .order_by(JobRecord.created_at.desc()).limit(1)).scalar()
+        schedule = s.get(ScheduleRecord, job.schedule_id)
+    if previous is None or previous.report_sha256 is None:
+        return None
+    tolerance = schedule.tolerance if schedule is not None else 0.01
+    try:
+        comparison = compare_reports(json.loads(ctx.store.read_bytes(previous.report_sha256)),
+                                     report, tolerance)
+    except (SpecError, OSError) as exc:
+        return {"previous_audit_id": previous.id, "verdict": None, "detail": str(exc)}
+    return {"previous_audit_id": previous.id, "verdict": comparison["verdict"],
+            "regressed": comparison["verdict"] == "regressed", "tolerance": tolerance,
+            "regressions": comparison["regressions"]}
 
 
 def run_certification_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:

@@ -127,6 +127,28 @@ class GateOutcome(Open):
     failed: list[dict[str, Any]]
 
 
+class ClassFigures(Open):
+    model_config = ConfigDict(extra="allow", serialize_by_alias=True, validate_by_name=True)
+
+    class_: int = Field(alias="class")
+    name: str | None = Field(default=None, description="from the model's metadata labels")
+    n: int
+    clean_accuracy: float
+    robust: list[dict[str, Any]] = Field(description="{attack, epsilon, accuracy} per column")
+
+
+class Confusion(Open):
+    attack: str
+    epsilon: float
+    errors: list[list[int]] = Field(description="[true class, predicted class, count], the "
+                                    "misclassifications under this attack and ε")
+
+
+class PerClass(Open):
+    classes: list[ClassFigures]
+    confusion: list[Confusion]
+
+
 class Report(Open):
     """An audit report (`robustness audit --out`, `GET /v1/audits/{id}/report`)."""
 
@@ -143,6 +165,8 @@ class Report(Open):
     checks: list[Check] = Field(default_factory=list, description="validity checks; a "
                                 "report from before they existed has none")
     gate: GateOutcome | None = None
+    per_class: PerClass | None = Field(default=None, description="by true class; a report "
+                                       "from before it existed has none")
 
 
 # --- certification reports (robustness.certification) -------------------------------------

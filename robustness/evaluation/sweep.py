@@ -22,6 +22,7 @@ from robustness.errors import SpecError
 from robustness.evaluation.checks import run_checks
 from robustness.evaluation.gate import evaluate_gate
 from robustness.evaluation.metrics import Records
+from robustness.evaluation.per_class import per_class
 from robustness.evaluation.report import build_report
 from robustness.spec import AuditSpec
 
@@ -172,6 +173,9 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
         seconds=dict(seconds), stages={k: torch.cat(v) for k, v in stage_parts.items()})
     report = build_report(spec, data, records, device=device, model_info=model_info or {},
                           seconds=time.perf_counter() - started)
+    meta = getattr(model, "metadata", None)
+    report["per_class"] = per_class(report, meta.num_classes if meta else
+                                    int(data.y.max()) + 1, meta.labels if meta else None)
     t0 = time.perf_counter()
     report["checks"] = run_checks(model, data, spec, report, rounding, records.stages,
                                   device=device)

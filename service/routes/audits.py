@@ -10,7 +10,7 @@ from fastapi import Header, Query, Response
 from fastapi.responses import HTMLResponse
 
 from robustness.evaluation.report_schema import Report
-from robustness.http_models import ExamplePage
+from robustness.http_models import Comparison, ExamplePage
 from robustness.spec import AuditSpec
 from service.auth import Reader, Submitter
 from service.budget import audit_passes, check_batch_sizes, check_budget
@@ -29,6 +29,7 @@ from service.routes.job_resource import (
     succeeded_job,
 )
 from service.views import iso
+from store import transitions
 from store.confine import confine_dataset_path
 from store.db import JobRecord
 from store.kinds import AUDIT
@@ -46,8 +47,29 @@ def submit_audit(spec: AuditSpec, gw: GatewayDep, who: Submitter, response: Resp
     check_budget(passes, gw.settings.max_job_passes, "audit",
                  "dataset.n, steps, restarts or the ε grid")
     require_model(gw, who.tenant, spec.model_id, "model_id")
+    spec = resolve_gate(gw, who.tenant, spec)
     return submit(gw, response, who.tenant, AUDIT, spec, spec.model_id, idempotency_key,
                   passes=passes, dry_run=dry_run)
+
+
+def resolve_gate(gw: Gateway, tenant: str, spec: AuditSpec) -> AuditSpec:
+    """Baseline gate rules get their baseline audit's figure now, from its stored report."""
+    from robustness.errors import SpecError
+    from robustness.evaluation.gate import resolve_baselines
+
+    def load(audit_id: str) -> dict:
+        job = transitions.get_job(gw.db, audit_id)
+        if job is None or job.kind != AUDIT.name or job.tenant != tenant:
+            raise SpecError(f"gate: baseline {audit_id!r} is not an audit of yours")
+        if job.status != "succeeded":
+            raise SpecError(f"gate: baseline audit {audit_id!r} is {job.status}; a baseline "
+                            f"needs a report")
+        return _report(gw, job)
+
+    try:
+        return resolve_baselines(spec, load)
+    except SpecError as exc:
+        raise Problem(422, str(exc)) from None
 
 
 add_job_routes(router, AUDIT)
@@ -107,3 +129,19 @@ def get_adversarial(gw: GatewayDep, who: Reader, audit_id: str, attack: str, eps
     return Response(data, media_type=media,
                     headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"})
 
+
+
+@router.get("/{audit_id}/compare/{other_id}", summary="This audit (A) against another (B) on "
+            "the same examples: deltas, flips and a verdict", response_model=Comparison)
+def compare_audits(gw: GatewayDep, who: Reader, audit_id: str, other_id: str,
+                   tolerance: float = Query(0.01, ge=0, le=1, description="how far an "
+                                            "accuracy may fall before the verdict is "
+                                            "'regressed'")):
+    from robustness.errors import SpecError
+    from robustness.evaluation.compare import compare_reports
+
+    a, b = (_report(gw, _succeeded(gw, who, i)) for i in (audit_id, other_id))
+    try:
+        return {"a": audit_id, "b": other_id, **compare_reports(a, b, tolerance)}
+    except SpecError as exc:
+        raise Problem(422, f"{other_id} cannot be compared with {audit_id}: {exc}") from None

@@ -16,6 +16,7 @@ from service.gateway import GatewayDep
 from service.problems import Problem
 from service.quotas import check_cron_interval, check_schedules
 from service.routes import V1, resource
+from service.routes.audits import resolve_gate
 from service.routes.job_resource import check_callback_url, require_model
 from service.routes.listing import get_or_404, page
 from service.schedules import next_fire
@@ -31,6 +32,9 @@ class ScheduleSpec(Strict):
     cron: str = Field(max_length=200, description="5-field cron, UTC, e.g. '0 3 * * *'")
     audit: AuditSpec = Field(description="an audit spec, as the body of POST /v1/audits")
     callback_url: CallbackUrl = None
+    tolerance: float = Field(default=0.01, ge=0, le=1, description="each run is compared "
+                             "with the previous one: an accuracy falling by more than this "
+                             "flags it (summary.regression, and in its callback)")
 
     @field_validator("cron")
     @classmethod
@@ -43,6 +47,7 @@ class ScheduleSpec(Strict):
 
 def view(r: ScheduleRecord) -> dict:
     return {"id": r.id, "cron": r.cron, "audit": r.audit, "callback_url": r.callback_url,
+            "tolerance": r.tolerance,
             "next_run_at": iso(r.next_run_at), "last_run_at": iso(r.last_run_at),
             "last_audit_id": r.last_audit_id, "created_at": iso(r.created_at),
             "links": {"self": f"{V1}/schedules/{r.id}",
@@ -62,13 +67,15 @@ def create_schedule(spec: ScheduleSpec, gw: GatewayDep, who: Submitter,
     check_budget(audit_passes(audit), gw.settings.max_job_passes, "audit",
                  "audit.dataset.n, steps, restarts or the ε grid")
     require_model(gw, who.tenant, audit.model_id, "audit.model_id")
+    audit = resolve_gate(gw, who.tenant, audit)  # a fixed baseline for every firing
     now = utcnow()
     check_cron_interval(gw, spec.cron, now)
     check_schedules(gw, who.tenant)
     record = ScheduleRecord(id=new_id("sch"), tenant=who.tenant, cron=spec.cron,
                             audit=audit.model_dump(mode="json", exclude_unset=True,
                                                    exclude={"callback_url"}),
-                            callback_url=callback_url, next_run_at=next_fire(spec.cron, now),
+                            callback_url=callback_url, tolerance=spec.tolerance,
+                            next_run_at=next_fire(spec.cron, now),
                             created_at=now)
     with gw.db.session.begin() as s:
         s.add(record)
