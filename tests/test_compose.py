@@ -17,17 +17,32 @@ def compose() -> dict:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
+WORKERS = ("audit-worker", "training-worker")
+
+
 def test_services_commands_and_health_checks():
+    from store.kinds import KINDS
+
     services = compose()["services"]
-    assert set(services) == {"redis", "postgres", "gateway", "worker"}
+    assert set(services) == {"redis", "postgres", "gateway", *WORKERS}
     for name in ("redis", "postgres", "gateway"):
         assert services[name]["healthcheck"]["test"], name
     # The exact commands tests/service_processes.py starts for the split deployment.
     assert services["gateway"]["command"][:3] == ["robustness", "serve", "--no-worker"]
-    assert services["worker"]["command"] == ["robustness", "worker", "--concurrency", "1"]
-    gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
-    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
-    for name in ("gateway", "worker"):
+    queues, devices = [], []
+    for name in WORKERS:
+        command = services[name]["command"]
+        assert command[:3] == ["robustness", "worker", "--queues"]
+        assert command[4:] == ["--concurrency", "1"]
+        queues += command[3].split(",")
+        (gpu,) = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
+        devices += gpu["device_ids"]
+    # Every kind's queue has exactly one pool; trainings apart from audits; one GPU each.
+    assert sorted(queues) == sorted(k.queue for k in KINDS.values())
+    assert "trainings" not in services["audit-worker"]["command"][3]
+    assert len(devices) == len(set(devices)) == len(WORKERS)
+    for name in ("gateway", *WORKERS):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
@@ -35,7 +50,7 @@ def test_services_commands_and_health_checks():
 def test_environment_is_read_by_the_settings(monkeypatch):
     services = compose()["services"]
     env = services["gateway"]["environment"]
-    assert env == services["worker"]["environment"]
+    assert all(env == services[w]["environment"] for w in WORKERS)
     for key in ("DATABASE_URL", "REDIS_URL", "ROBUSTNESS_HOME", "ROBUSTNESS_DATA_ROOT"):
         monkeypatch.setenv(key, env[key])
     settings = Settings()
@@ -48,7 +63,7 @@ def test_environment_is_read_by_the_settings(monkeypatch):
     pg = compose()["services"]["postgres"]["environment"]
     assert pg["POSTGRES_PASSWORD"] in env["DATABASE_URL"] and pg["POSTGRES_DB"] in \
         env["DATABASE_URL"]
-    for name in ("gateway", "worker"):
+    for name in ("gateway", *WORKERS):
         assert f"artifacts:{env['ROBUSTNESS_HOME']}" in services[name]["volumes"]
 
 
