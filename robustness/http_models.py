@@ -109,6 +109,8 @@ class Job(Body):
     schedule_id: str | None = Field(default=None, description="audits: the schedule that "
                                     "fired it")
     callback: Callback | None = None
+    request_id: str | None = Field(default=None, description="the X-Request-ID it was "
+                                   "submitted under, in its worker's logs and its callback")
     history: list[dict[str, Any]] | None = Field(default=None, description="trainings: one "
                                                  "entry per epoch")
 

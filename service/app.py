@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from robustness.http_models import ProblemDetails
-from service import problems
+from service import problems, request_ids
 from service.auth import ensure_admin_key
 from service.callbacks import CallbackSender
 from service.gateway import Gateway
@@ -99,6 +99,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.admin_key, app.state.admin_key_generated = ensure_admin_key(settings, gw.db)
     app.state.metrics = Metrics(gw)
     app.middleware("http")(app.state.metrics.middleware())
+    app.middleware("http")(request_ids.middleware())  # outermost: ids every other log line
     problems.install(app)
     v1 = APIRouter(prefix=V1)
     for module in (models, audits, trainings, certifications, schedules, keys, webhooks,

@@ -44,6 +44,7 @@ from sqlalchemy import or_, select, update
 
 from service.webhooks import signature_headers, tenant_secret
 from store.db import FINAL_STATES, CallbackDeliveryRecord, JobRecord, utcnow
+from store.logs import job_context
 from store.transitions import as_utc
 
 log = logging.getLogger(__name__)
@@ -272,6 +273,10 @@ class CallbackSender:
         return f"{job.id}.{job.status}", json.dumps(body).encode()
 
     def _deliver(self, job: JobRecord, attempt: int) -> None:
+        with job_context(job.id, job.request_id):
+            self._attempt(job, attempt)
+
+    def _attempt(self, job: JobRecord, attempt: int) -> None:
         settings = self.gw.settings
         started, clock = utcnow(), time.monotonic()
         message_id, payload = self.message(job)
@@ -279,6 +284,8 @@ class CallbackSender:
             try:
                 secret = tenant_secret(self.gw.db, job.tenant, settings.webhook_secret)
                 headers = signature_headers(secret, message_id, payload.decode(), started)
+                if job.request_id:
+                    headers["X-Request-ID"] = job.request_id
                 code = post_json(job.callback_url, payload, settings,
                                  settings.callback_seconds, headers)
                 outcome = DELIVERED if 200 <= code < 300 else None

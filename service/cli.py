@@ -81,8 +81,10 @@ def cmd_serve(args) -> int:
     from service.app import create_app
     from service.auth import admin_key_file, fingerprint
     from service.settings import get_gateway_settings
+    from store.logs import configure_logging
 
     settings = get_gateway_settings()
+    configure_logging(settings.log_format)
     app = create_app(settings)  # migrates the database before a worker starts
     gw = app.state.gw
     base = f"http://{args.host}:{args.port}"
@@ -123,8 +125,10 @@ def cmd_serve(args) -> int:
     try:
         # Idle keep-alive connections outlive a client's polling gap: a server that closes one
         # just as the client reuses it fails that request (seen under load with the 5 s default).
+        # Logging is ours (store.logs): uvicorn's own records go through it, and the access
+        # line is service.request_ids', with the request id.
         uvicorn.run(app, host=args.host, port=args.port, log_level="info",
-                    timeout_keep_alive=75)
+                    timeout_keep_alive=75, log_config=None, access_log=False)
     finally:
         if supervisor is not None:
             supervisor.stop()

@@ -50,6 +50,8 @@ def job_view(job: JobRecord) -> dict:
         "links": {"self": base, "cancel": f"{base}/cancel"},
         "model_id": getattr(job, kind.model_column),
     }
+    if job.request_id:
+        out["request_id"] = job.request_id
     if kind.shows_schedule:
         out["schedule_id"] = job.schedule_id
     if job.callback_url:

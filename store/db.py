@@ -115,6 +115,8 @@ class JobRecord(Base):
     callback_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Example forward+backward passes, counted at submission (None: unknown until loaded).
     passes: Mapped[int | None] = mapped_column(BigInteger)
+    # The X-Request-ID of the submission: the worker's logs and the callback carry it.
+    request_id: Mapped[str | None] = mapped_column(String(128))
     # Set when ROBUSTNESS_RETENTION_DAYS removed the adversarial set (the report stays).
     adversarial_expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = Field(default=None, description="default: home/artifacts")
     data_root: Path = Field(default_factory=paths.data_root,
                             description="where data sets are found")
+
+    log_format: Literal["json", "text"] = Field(default="json", description="gateway and "
+                                                "worker logs: JSON lines with the request and "
+                                                "job ids, or text")
 
     # Liveness: a running job's worker touches the record at least this often; a record not
     # touched for `lease_seconds` belongs to a dead worker and is redelivered.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
@@ -29,7 +30,8 @@ def gate(op: str, value: float) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("client-service"), {}, split=False)
+    svc = Service(tmp_path_factory.mktemp("client-service"),
+                  {"ROBUSTNESS_CALLBACK_HOSTS": "127.0.0.1"}, split=False)
     try:
         svc.start()
         yield svc
@@ -201,3 +203,33 @@ def test_remote_exit_codes_block_a_release_pipeline(service, model_file, tmp_pat
         ".json")), "--spec", spec(gate(">=", 0.2)), "--wait") == 4
     assert "failed" in capsys.readouterr().err
     assert main(["remote", "audit", "--model-id", "x", "--spec", spec([])]) == 2  # no URL
+
+
+def test_one_request_id_from_the_submission_to_the_workers_logs_and_the_callback(
+        service, model_file):
+    """X-Request-ID: echoed, stored on the job, on every JSON log line of the gateway and
+    of the worker that ran the job, and on the job's callback."""
+    from service_processes import Receiver
+
+    with Receiver() as hook, Client(service.url, ADMIN_KEY) as c:
+        model = c.upload_model(model_file, METADATA)
+        r = c.http.post("/v1/audits", headers={"X-Request-ID": "release-42"}, json={
+            "model_id": model.id, **AUDIT, "callback_url": f"http://127.0.0.1:{hook.port}/h"})
+        assert r.status_code == 202 and r.headers["X-Request-ID"] == "release-42"
+        job = c.wait(Job.model_validate(r.json()), timeout=120)
+        assert job.status == "succeeded" and job.request_id == "release-42"
+        deadline = time.monotonic() + 30
+        while not hook.received and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert hook.headers[0]["X-Request-ID"] == "release-42"
+        # An id that is not a plausible one is replaced.
+        other = c.http.get("/v1/health", headers={"X-Request-ID": "bad/id;" * 20})
+        assert len(other.headers["X-Request-ID"]) == 32
+    lines = [json.loads(line) for line in service.logs["gateway"].read_text().splitlines()
+             if line.startswith("{")]
+    tagged = [line for line in lines if line.get("request_id") == "release-42"]
+    # the gateway's access line for the submission, and the worker's lines for the job
+    assert any(line["logger"] == "robustness.access" and line["status"] == 202
+               for line in tagged), tagged
+    assert any(line.get("job_id") == job.id and line["logger"].startswith("workers")
+               for line in tagged), tagged

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from store import transitions
-from store.db import ModelRecord, utcnow
+from store.db import JobRecord, ModelRecord, utcnow
 from store.kinds import KINDS
+from store.logs import job_context
 from workers.context import WorkerContext
 from workers.sandbox import SANDBOXES, Ended
 
@@ -76,6 +77,15 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
     if token is None:
         return "not claimable (finished, cancelled or running elsewhere)"
     job = transitions.get_job(ctx.db, job_id)
+    with job_context(job.id, job.request_id):  # every log line of the job carries both ids
+        log.info("%s %s: started (attempt %d)", job.kind, job.id, job.attempts)
+        outcome = _run_claimed(ctx, job, token)
+        log.info("%s %s: %s", job.kind, job.id, outcome)
+        return outcome
+
+
+def _run_claimed(ctx: WorkerContext, job: JobRecord, token: str) -> str:
+    job_id = job.id
     kind = KINDS.get(job.kind)
     if kind is None:  # a kind added to the gateway but not (yet) to this worker
         transitions.finish(ctx.db, job_id, token, "failed",

@@ -30,7 +30,7 @@ def _start_sandbox(**_) -> None:
 
 def _register(kind) -> None:
     def run(job_id: str) -> None:
-        log.info("%s %s: %s", kind.name, job_id, run_job(worker_context(), job_id))
+        run_job(worker_context(), job_id)  # which logs the job's start and outcome
 
     run.__name__ = run.__qualname__ = f"run_{kind.name}"
     app.task(name=kind.task, time_limit=kind.time_limit(get_worker_settings()) + GRACE)(run)

@@ -22,6 +22,7 @@ from service.views import job_path, job_view
 from store import transitions
 from store.db import FINAL_STATES, JobRecord, ModelRecord
 from store.kinds import JobKind
+from store.logs import REQUEST_ID
 from store.queue import send
 
 JOB = {"response_model": Job, "response_model_exclude_unset": True}
@@ -85,7 +86,8 @@ def submit(gw: Gateway, response: Response, tenant: str, kind: JobKind, spec,
         try:
             job = transitions.create_job(gw.db, kind.name, body, model_id, tenant=tenant,
                                          idempotency_key=idempotency_key,
-                                         callback_url=callback_url, passes=passes)
+                                         callback_url=callback_url, passes=passes,
+                                         request_id=REQUEST_ID.get())
         except IntegrityError:  # a concurrent retry with the same key won the race
             replay = _replay(gw, tenant, kind, idempotency_key, body, callback_url)
             if replay is None:

@@ -1,5 +1,6 @@
 """How far a scheduled audit's accuracy may fall from the previous run's before the run is
-flagged as a regression.
+flagged as a regression; and the request id a job was submitted under (X-Request-ID), which
+its worker's logs and its callback carry.
 
 Revision ID: 0007
 Revises: 0006
@@ -19,8 +20,12 @@ def upgrade() -> None:
     with op.batch_alter_table("schedules") as batch:
         batch.add_column(sa.Column("tolerance", sa.Float, nullable=False,
                                    server_default="0.01"))
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("request_id", sa.String(128)))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("request_id")
     with op.batch_alter_table("schedules") as batch:
         batch.drop_column("tolerance")
