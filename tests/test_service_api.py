@@ -867,6 +867,24 @@ def test_a_dry_run_answers_the_cost_and_an_estimate_from_measured_throughput(
     assert dry["estimated_seconds"] == pytest.approx(10 * passes / rate)
     queued = client.post("/v1/audits", json={**body, "dataset": {"name": "digits", "n": 200}})
     assert queued.headers["Retry-After"] == str(max(1, min(30, round(10 * passes / rate))))
+    # The worker's own metrics: the job it ran, its run time and its throughput.
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from workers.metrics import serve_metrics
+
+    server = serve_metrics(0, client.app.state.gw.db)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics").text
+    finally:
+        server.shutdown()
+    samples = {(s.name, s.labels.get("kind"), s.labels.get("status")): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("robustness_worker_jobs", "audit", "succeeded")] == 1
+    assert samples[("robustness_worker_job_seconds", "audit", "succeeded")] == \
+        pytest.approx(ran["seconds"])
+    assert samples[("robustness_worker_passes_per_second", "audit", None)] == \
+        pytest.approx(rate)
 
 
 def parse_audit(body: dict):

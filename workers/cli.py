@@ -22,6 +22,9 @@ def add_commands(sub) -> None:
     worker.add_argument("--loglevel", default="info")
     worker.add_argument("--data-root", help="where data sets are (default "
                         "$ROBUSTNESS_DATA_ROOT)")
+    worker.add_argument("--metrics-port", dest="metrics_port", type=int,
+                        help="serve this worker's Prometheus metrics (jobs run, seconds, "
+                        "passes per second) on this port")
     worker.add_argument("--exit-with-parent", dest="exit_with_parent", action="store_true",
                         help=argparse.SUPPRESS)
     worker.set_defaults(func=cmd_worker)
@@ -47,6 +50,12 @@ def cmd_worker(args) -> int:
     if args.exit_with_parent:
         _exit_with_parent()
     from workers.celery_app import app
+
+    if args.metrics_port is not None:
+        from workers.context import worker_context
+        from workers.metrics import serve_metrics
+
+        serve_metrics(args.metrics_port, worker_context().db)
 
     app.worker_main(["worker", "-Q", args.queues, "-c", str(args.concurrency),
                      "--pool", args.pool, "-l", args.loglevel, "--without-gossip",
