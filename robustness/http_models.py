@@ -75,10 +75,6 @@ class Delivery(Body):
     detail: str = Field(description="the receiver's HTTP status, or the kind of failure")
 
 
-class Deliveries(Body):
-    callback_url: str | None
-    status: Literal["delivered", "failed", "blocked"] | None = None
-    items: list[Delivery]
 
 
 class WebhookSecret(Body):
@@ -130,10 +126,24 @@ class CostEstimate(Body):
                                             "time, not counting the wait in the queue")
 
 
-class JobPage(Body):
-    items: list[Job]
+class Page(Body):
+    """Every list's shape: `limit` items from `offset` (query `limit` and `offset`, or
+    `cursor`), the `total` matched, and `next_cursor` for the next page (null: the last)."""
+
+    total: int
     limit: int
     offset: int
+    next_cursor: str | None = None
+
+
+class Deliveries(Page):
+    callback_url: str | None
+    status: Literal["delivered", "failed", "blocked"] | None = None
+    items: list[Delivery]
+
+
+class JobPage(Page):
+    items: list[Job]
 
 
 class Model(Body):
@@ -150,11 +160,8 @@ class Model(Body):
                                         "card (training spec, per-epoch history)")
 
 
-class ModelPage(Body):
+class ModelPage(Page):
     items: list[Model]
-    total: int
-    limit: int
-    offset: int
 
 
 class Schedule(Body):
@@ -170,11 +177,8 @@ class Schedule(Body):
     links: dict[str, str]
 
 
-class SchedulePage(Body):
+class SchedulePage(Page):
     items: list[Schedule]
-    total: int
-    limit: int
-    offset: int
 
 
 class ApiKey(Body):
@@ -190,7 +194,7 @@ class CreatedApiKey(ApiKey):
     key: str = Field(description="the key itself, shown only in this response")
 
 
-class ApiKeyList(Body):
+class ApiKeyList(Page):
     items: list[ApiKey]
 
 
@@ -219,10 +223,8 @@ class ExampleRecord(Body):
     clean_confidence: float
 
 
-class ExamplePage(Body):
+class ExamplePage(Page):
     items: list[ExampleRecord]
-    total: int
-    next_cursor: str | None = None
 
 
 class ComparisonRow(Body):

@@ -99,7 +99,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.admin_key, app.state.admin_key_generated = ensure_admin_key(settings, gw.db)
     app.state.metrics = Metrics(gw)
     app.middleware("http")(app.state.metrics.middleware())
-    app.middleware("http")(request_ids.middleware())  # outermost: ids every other log line
+    app.add_middleware(request_ids.RequestIds)  # outermost: ids every other log line
     problems.install(app)
     v1 = APIRouter(prefix=V1)
     for module in (models, audits, trainings, certifications, schedules, keys, webhooks,

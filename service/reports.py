@@ -3,9 +3,7 @@ examples of one (attack, ε) as a tensor file a user can re-check against the re
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import math
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 
 from robustness.evaluation.export import tensor_key
 from service.problems import Problem
+from service.routes.listing import Paging
 
 
 def _eps_matches(a: float, b: float) -> bool:
@@ -46,32 +45,14 @@ def select_columns(report: dict, attack: str | None, epsilon: float | None) -> l
     return chosen
 
 
-def encode_cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"p": position}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        position = json.loads(base64.urlsafe_b64decode(padded))["p"]
-        if not isinstance(position, int) or position < 0:
-            raise ValueError
-        return position
-    except Exception:  # noqa: BLE001 - any malformed cursor is the client's error
-        raise Problem(422, "cursor: not a cursor this service issued (use next_cursor from "
-                           "the previous page)") from None
-
-
 def example_records(report: dict, *, attack: str | None, epsilon: float | None,
-                    misclassified: bool | None, min_confidence: float | None, limit: int,
-                    cursor: str | None) -> dict:
+                    misclassified: bool | None, min_confidence: float | None,
+                    paging: Paging) -> dict:
     """One record per (attack, ε, example), in report order, after the filters."""
     ex = report["examples"]
     true_class = ex["label"]
     clean = ex["clean"]
-    start = decode_cursor(cursor)
+    start, limit = paging.offset, paging.limit
     items, position, matched = [], 0, 0
     for col in select_columns(report, attack, epsilon):
         for i, index in enumerate(ex["index"]):
@@ -91,9 +72,7 @@ def example_records(report: dict, *, attack: str | None, epsilon: float | None,
                     "linf": col["linf"][i], "l2": col["l2"][i],
                     "clean_pred": clean["pred"][i], "clean_confidence": clean["confidence"][i]})
             position += 1
-    end = start + len(items)
-    return {"items": items, "total": matched,
-            "next_cursor": encode_cursor(end) if end < matched else None}
+    return paging.answer(items, matched)
 
 
 def adversarial_file(tensors: dict[str, torch.Tensor], report: dict, attack: str,

@@ -147,12 +147,13 @@ def test_example_records_match_their_model(digits_model):
     from robustness.evaluation import run_sweep
     from robustness.spec import parse_audit_spec
     from service.reports import example_records
+    from service.routes.listing import Paging
 
     spec = parse_audit_spec({"dataset": {"name": "digits", "n": 10}, "attacks": [
         {"name": "fgsm"}], "epsilons": [0.1]})
     report = run_sweep(digits_model, load_dataset(spec.dataset), spec, device="cpu").report
     page = example_records(report, attack="fgsm", epsilon=0.1, misclassified=None,
-                           min_confidence=None, limit=5, cursor=None)
+                           min_confidence=None, paging=Paging(limit=5, offset=0))
     assert ExamplePage.model_validate(page).model_dump(exclude_unset=True) == page
 
 
@@ -208,3 +209,25 @@ def test_a_caller_hears_about_its_key_before_anything_about_its_body(app):
         assert problem["detail"] == "attacks[0].steps: Input should be greater than 0"
         assert problem["errors"] == [{"field": "attacks[0].steps",
                                       "message": "Input should be greater than 0"}]
+
+
+def test_every_list_follows_one_pagination_convention(openapi):
+    """Each list answers {items, total, limit, offset, next_cursor} and takes limit, offset and
+    cursor (GET /v1/models, /v1/<jobs>, /v1/schedules, /v1/keys, …/examples)."""
+    schemas = openapi["components"]["schemas"]
+    lists = []
+    for path, ops in openapi["paths"].items():
+        get = ops.get("get")
+        if get is None:
+            continue
+        ref = get["responses"]["200"]["content"].get("application/json", {}).get(
+            "schema", {}).get("$ref", "")
+        name = ref.rsplit("/", 1)[-1]
+        if name and "items" in schemas[name].get("properties", {}):
+            lists.append(path)
+            assert {"items", "total", "limit", "offset", "next_cursor"} <= \
+                set(schemas[name]["properties"]), (path, name)
+            params = {p["name"] for p in get.get("parameters", [])}
+            assert {"limit", "offset", "cursor"} <= params, (path, params)
+    # models, schedules, keys, the three job kinds, their deliveries, an audit's examples
+    assert len(lists) == 10, lists

@@ -1010,3 +1010,17 @@ def test_audits_compare_gate_on_a_baseline_and_scheduled_runs_flag_regressions(
     assert regression["previous_audit_id"] == first and regression["regressed"] is True
     assert regression["tolerance"] == 0.02
     assert [r["epsilon"] for r in regression["regressions"]] == [0.15]
+
+
+def test_a_list_is_walked_by_its_next_cursor(client, weights):
+    ids = [upload(client, weights).json()["id"] for _ in range(3)]
+    first = client.get("/v1/models", params={"limit": 2}).json()
+    assert first["total"] == 3 and first["offset"] == 0 and len(first["items"]) == 2
+    second = client.get("/v1/models", params={"limit": 2,
+                                              "cursor": first["next_cursor"]}).json()
+    assert second["offset"] == 2 and second["next_cursor"] is None
+    assert [m["id"] for m in first["items"] + second["items"]] == ids[::-1]  # newest first
+    assert client.get("/v1/models", params={"limit": 2, "offset": 2}).json() == second
+    assert_problem(client.get("/v1/models", params={"cursor": "nope"}), 422, "cursor")
+    jobs = client.get("/v1/audits", params={"limit": 5}).json()
+    assert jobs == {"items": [], "total": 0, "limit": 5, "offset": 0, "next_cursor": None}

@@ -538,6 +538,7 @@ ROUTES = {
     ("GET", "/v1/audits/{audit_id}"): "read", ("POST", "/v1/audits/{audit_id}/cancel"): "submit",
     ("GET", "/v1/audits/{audit_id}/report"): "read",
     ("GET", "/v1/audits/{audit_id}/report.html"): "read",
+    ("GET", "/v1/audits/{audit_id}/compare/{other_id}"): "read",
     ("GET", "/v1/audits/{audit_id}/examples"): "read",
     ("GET", "/v1/audits/{audit_id}/adversarial"): "read",
     ("POST", "/v1/trainings"): "submit", ("GET", "/v1/trainings"): "read",
@@ -602,7 +603,7 @@ def test_every_route_refuses_no_key_a_missing_scope_and_another_tenants_ids(
     while not finished(request("GET", f"/v1/audits/{audit_id}", full_a["key"]).json()):
         assert time.monotonic() < deadline
         time.sleep(0.3)
-    ids = {"model_id": model, "audit_id": audit_id,
+    ids = {"model_id": model, "audit_id": audit_id, "other_id": audit_id,
            "training_id": request("POST", "/v1/trainings", full_a["key"], json={
                "architecture": "madry_mnist", "dataset": {"name": "digits", "n": 100},
                "method": "standard", "epochs": 1, "validation": {"n": 20}}).json()["id"],

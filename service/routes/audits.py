@@ -28,6 +28,7 @@ from service.routes.job_resource import (
     submit,
     succeeded_job,
 )
+from service.routes.listing import ExamplePagingDep
 from service.views import iso
 from store import transitions
 from store.confine import confine_dataset_path
@@ -100,14 +101,14 @@ def get_report_html(gw: GatewayDep, who: Reader, audit_id: str):
 
 @router.get("/{audit_id}/examples", summary="Per-example records, filtered and paginated",
             response_model=ExamplePage)
-def get_examples(gw: GatewayDep, who: Reader, audit_id: str, attack: str | None = None,
+def get_examples(gw: GatewayDep, who: Reader, audit_id: str, paging: ExamplePagingDep,
+                 attack: str | None = None,
                  epsilon: float | None = None,
                  misclassified: bool | None = None,
-                 min_confidence: float | None = Query(None, ge=0, le=1),
-                 limit: int = Query(100, ge=1, le=10000), cursor: str | None = None):
+                 min_confidence: float | None = Query(None, ge=0, le=1)):
     report = _report(gw, _succeeded(gw, who, audit_id))
     return example_records(report, attack=attack, epsilon=epsilon, misclassified=misclassified,
-                           min_confidence=min_confidence, limit=limit, cursor=cursor)
+                           min_confidence=min_confidence, paging=paging)
 
 
 @router.get("/{audit_id}/adversarial", summary="Adversarial examples of one (attack, ε)",

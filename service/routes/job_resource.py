@@ -4,8 +4,6 @@ own module adds its submit route (its spec and checks) and its result sub-resour
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +16,7 @@ from service.gateway import Gateway, GatewayDep
 from service.problems import Problem
 from service.quotas import check_unfinished_jobs
 from service.retention import delete_job
+from service.routes.listing import PagingDep, page
 from service.views import job_path, job_view
 from store import transitions
 from store.db import FINAL_STATES, JobRecord, ModelRecord
@@ -147,11 +146,11 @@ def add_job_routes(router: APIRouter, kind: JobKind) -> None:
 
     @router.get("", summary=f"List {nouns}", response_model=JobPage,
                 response_model_exclude_unset=True, name=f"list_{nouns}")
-    def list_jobs(gw: GatewayDep, who: Reader, status: JobStatus | None = None,
+    def list_jobs(gw: GatewayDep, who: Reader, paging: PagingDep,
+                  status: JobStatus | None = None,
                   model_id: str | None = None,
-                  schedule_id: str | None = Query(None, include_in_schema=kind.shows_schedule),
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                  offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> dict:
+                  schedule_id: str | None = Query(None, include_in_schema=kind.shows_schedule)
+                  ) -> dict:
         query = select(JobRecord).where(JobRecord.kind == noun, JobRecord.tenant == who.tenant)
         if status is not None:
             query = query.where(JobRecord.status == status)
@@ -159,10 +158,7 @@ def add_job_routes(router: APIRouter, kind: JobKind) -> None:
             query = query.where(getattr(JobRecord, kind.model_column) == model_id)
         if schedule_id is not None and kind.shows_schedule:
             query = query.where(JobRecord.schedule_id == schedule_id)
-        with gw.db.session() as s:
-            rows = s.execute(query.order_by(JobRecord.created_at.desc(), JobRecord.id)
-                             .limit(limit).offset(offset)).scalars().all()
-        return {"items": [job_view(j) for j in rows], "limit": limit, "offset": offset}
+        return page(gw, query, JobRecord, job_view, paging)
 
     @router.get(item, summary=f"{noun.capitalize()} status and progress",
                 name=f"get_{noun}", **JOB)
@@ -175,11 +171,13 @@ def add_job_routes(router: APIRouter, kind: JobKind) -> None:
 
     @router.get(item + "/deliveries", summary=f"Every attempt at the {noun}'s callback",
                 response_model=Deliveries, name=f"get_{noun}_deliveries")
-    def get_deliveries(gw: GatewayDep, who: Reader, job_id: str = job_id_param) -> dict:
+    def get_deliveries(gw: GatewayDep, who: Reader, paging: PagingDep,
+                       job_id: str = job_id_param) -> dict:
         job = get_job_or_404(gw, who.tenant, kind, job_id)
+        every = deliveries(gw.db, job.id)
         return {"callback_url": job.callback_url,
                 "status": shown_status(job.callback_status) if job.callback_url else None,
-                "items": deliveries(gw.db, job.id)}
+                **paging.answer(every[paging.offset:paging.offset + paging.limit], len(every))}
 
     @router.delete(item, status_code=204, summary=f"Delete an ended {noun} and its "
                    f"stored results", name=f"delete_{noun}")

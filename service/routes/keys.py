@@ -19,6 +19,7 @@ from service.gateway import GatewayDep
 from service.keys import SCOPES, check_scopes, check_tenant, create_key, list_keys, revoke_key
 from service.problems import Problem
 from service.routes import resource
+from service.routes.listing import PagingDep
 from service.views import iso
 
 router = resource("/keys", "keys")
@@ -52,9 +53,10 @@ def create_api_key(spec: KeySpec, gw: GatewayDep, who: Admin) -> dict:
 
 
 @router.get("", summary="List API keys (without secrets)", response_model=ApiKeyList)
-def list_api_keys(gw: GatewayDep, who: Admin):
-    return {"items": [view(r) for r in list_keys(gw.db, None if is_operator(who)
-                                                  else who.tenant)]}
+def list_api_keys(gw: GatewayDep, who: Admin, paging: PagingDep):
+    keys = list_keys(gw.db, None if is_operator(who) else who.tenant)
+    return paging.answer([view(r) for r in keys[paging.offset:paging.offset + paging.limit]],
+                         len(keys))
 
 
 @router.delete("/{key_id}", status_code=204, summary="Revoke an API key")

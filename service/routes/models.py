@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import File, Form, Query, UploadFile
+from fastapi import File, Form, UploadFile
 from fastapi.responses import Response
 from sqlalchemy import select
 
@@ -26,7 +26,7 @@ from service.problems import Problem
 from service.quotas import check_models
 from service.retention import forget_unused
 from service.routes import resource
-from service.routes.listing import get_or_404, page
+from service.routes.listing import PagingDep, get_or_404, tenant_page
 from service.views import model_view
 from store.artifacts import TooLarge
 from store.db import JobRecord, ModelRecord, ScheduleRecord, new_id, utcnow
@@ -110,9 +110,8 @@ upload_model.before_body = lambda request, who: check_models(request.app.state.g
 
 @router.get("", summary="List models", response_model=ModelPage,
             response_model_exclude_unset=True)
-def list_models(gw: GatewayDep, who: Reader, limit: int = Query(100, ge=1, le=1000),
-                offset: int = Query(0, ge=0, le=10**9)):
-    return page(gw, who.tenant, ModelRecord, model_view, limit, offset)
+def list_models(gw: GatewayDep, who: Reader, paging: PagingDep):
+    return tenant_page(gw, who.tenant, ModelRecord, model_view, paging)
 
 
 @router.get("/{model_id}", summary="Get a model", **MODEL)

@@ -5,7 +5,7 @@ it ends."""
 from __future__ import annotations
 
 from croniter import croniter
-from fastapi import Query, Response
+from fastapi import Response
 from pydantic import Field, field_validator
 
 from robustness.http_models import Schedule, SchedulePage
@@ -18,7 +18,7 @@ from service.quotas import check_cron_interval, check_schedules
 from service.routes import V1, resource
 from service.routes.audits import resolve_gate
 from service.routes.job_resource import check_callback_url, require_model
-from service.routes.listing import get_or_404, page
+from service.routes.listing import PagingDep, get_or_404, tenant_page
 from service.schedules import next_fire
 from service.views import iso
 from store.confine import confine_dataset_path
@@ -84,9 +84,8 @@ def create_schedule(spec: ScheduleSpec, gw: GatewayDep, who: Submitter,
 
 
 @router.get("", summary="List schedules", response_model=SchedulePage)
-def list_schedules(gw: GatewayDep, who: Reader, limit: int = Query(100, ge=1, le=1000),
-                   offset: int = Query(0, ge=0, le=10**9)):
-    return page(gw, who.tenant, ScheduleRecord, view, limit, offset)
+def list_schedules(gw: GatewayDep, who: Reader, paging: PagingDep):
+    return tenant_page(gw, who.tenant, ScheduleRecord, view, paging)
 
 
 @router.get("/{schedule_id}", summary="Get a schedule", response_model=Schedule)
