@@ -97,6 +97,10 @@ def _problem(response: httpx.Response) -> ApiError:
         return ApiError(response.status_code, response.text[:500] or response.reason_phrase)
 
 
+def _page(limit: int, offset: int, cursor: str | None) -> dict:
+    return {"limit": limit, **({"cursor": cursor} if cursor else {"offset": offset})}
+
+
 def _retry_after(response: httpx.Response | None, default: float) -> float:
     try:
         return max(0.0, float(response.headers["Retry-After"])) if response is not None \
@@ -160,9 +164,11 @@ class _Operations:
         return (yield from self._model(Request("GET", f"/v1/models/{model_id}"), Model))
 
     @operation
-    def list_models(self, limit: int = 100, offset: int = 0) -> Operation:
-        return (yield from self._model(Request("GET", "/v1/models", params={
-            "limit": limit, "offset": offset}), ModelPage))
+    def list_models(self, limit: int = 100, offset: int = 0, cursor: str | None = None
+                    ) -> Operation:
+        """One page (every list: `items`, `total`, `next_cursor` for the next page)."""
+        return (yield from self._model(Request("GET", "/v1/models", params=_page(
+            limit, offset, cursor)), ModelPage))
 
     @operation
     def delete_model(self, model_id: str) -> Operation:
@@ -201,11 +207,11 @@ class _Operations:
 
     @operation
     def list_jobs(self, kind: str, *, status: str | None = None, model_id: str | None = None,
-                  schedule_id: str | None = None, limit: int = 100, offset: int = 0
-                  ) -> Operation:
+                  schedule_id: str | None = None, limit: int = 100, offset: int = 0,
+                  cursor: str | None = None) -> Operation:
         params = {k: v for k, v in {"status": status, "model_id": model_id,
-                                    "schedule_id": schedule_id, "limit": limit,
-                                    "offset": offset}.items() if v is not None}
+                                    "schedule_id": schedule_id}.items() if v is not None}
+        params |= _page(limit, offset, cursor)
         return (yield from self._model(Request("GET", f"/v1/{SEGMENTS[kind]}", params=params),
                                        JobPage))
 
@@ -310,9 +316,10 @@ class _Operations:
                                        Schedule))
 
     @operation
-    def list_schedules(self, limit: int = 100, offset: int = 0) -> Operation:
-        return (yield from self._model(Request("GET", "/v1/schedules", params={
-            "limit": limit, "offset": offset}), SchedulePage))
+    def list_schedules(self, limit: int = 100, offset: int = 0, cursor: str | None = None
+                       ) -> Operation:
+        return (yield from self._model(Request("GET", "/v1/schedules", params=_page(
+            limit, offset, cursor)), SchedulePage))
 
     @operation
     def delete_schedule(self, schedule_id: str) -> Operation:
@@ -327,8 +334,10 @@ class _Operations:
                                        CreatedApiKey))
 
     @operation
-    def list_keys(self) -> Operation:
-        return (yield from self._model(Request("GET", "/v1/keys"), ApiKeyList))
+    def list_keys(self, limit: int = 100, offset: int = 0, cursor: str | None = None
+                  ) -> Operation:
+        return (yield from self._model(Request("GET", "/v1/keys", params=_page(
+            limit, offset, cursor)), ApiKeyList))
 
     @operation
     def revoke_key(self, key_id: str) -> Operation:

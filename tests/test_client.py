@@ -75,6 +75,12 @@ def test_a_pipeline_through_the_sync_client(service, model_file):
         assert page.total == round(40 * (1 - fgsm.accuracy))
         assert "<svg" in c.report_html(job.id)
         assert [j.id for j in c.list_jobs("audit", model_id=model.id).items] == [job.id]
+        # Pages: the next_cursor of one is where the next starts.
+        newer = c.upload_model(model_file, METADATA)
+        first = c.list_models(limit=1)
+        assert first.total == 2 and first.items[0].id == newer.id and first.next_cursor
+        second = c.list_models(limit=1, cursor=first.next_cursor)
+        assert second.offset == 1 and second.items[0].id == model.id
         # A refusal carries the problem details: status, detail and the field to fix.
         with pytest.raises(ApiError) as bad:
             c.submit_audit({"model_id": model.id, **AUDIT, "epsilons": [-1]})
