@@ -6,7 +6,8 @@
 uploads the model (its metadata from --metadata or the file's .json sidecar), submits the
 audit, waits for it and writes its report; the exit code is the local command's, plus 4:
 0 passed, 1 the gate failed, 2 bad input (the service's 4xx, a bad file), 3 a validity check
-failed, 4 the job failed, was cancelled or did not end within --timeout. `remote compare A B`
+failed, 4 the job failed, was cancelled or did not end within --timeout (or the service
+answered 5xx). `remote compare A B`
 exits 1 when B regressed against A beyond --tolerance.
 
 The service and the key come from --url and --key, or ROBUSTNESS_URL and ROBUSTNESS_API_KEY.
@@ -183,7 +184,7 @@ def run(args) -> int:
         return args.remote_func(args)
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2 if exc.status < 500 else JOB_FAILED  # a 5xx is not the caller's input
     except httpx.TransportError as exc:
         print(f"error: cannot reach the service: {exc}", file=sys.stderr)
         return 2

@@ -253,12 +253,16 @@ class CallbackSender:
                       .values(callback_status=outcome))
 
     def _claim(self, job: JobRecord) -> bool:
-        """Count this attempt first (a conditional UPDATE): one gateway makes it."""
+        """Count this attempt first (a conditional UPDATE): one gateway makes it. The claim
+        also moves the next due time past this attempt's deadline, so no gateway (this one
+        included, from a listing read before the attempt ended) starts another meanwhile."""
+        lease = utcnow() + timedelta(seconds=self.gw.settings.callback_seconds + 5)
         with self.gw.db.session.begin() as s:
             return s.execute(update(JobRecord).where(
                 JobRecord.id == job.id, JobRecord.callback_status.is_(None),
                 JobRecord.callback_attempts == job.callback_attempts)
-                .values(callback_attempts=job.callback_attempts + 1)).rowcount == 1
+                .values(callback_attempts=job.callback_attempts + 1,
+                        callback_next_at=lease)).rowcount == 1
 
     def message(self, job: JobRecord) -> tuple[str, bytes]:
         """The delivery's Standard Webhooks message: its id (the same on every attempt, so a
@@ -291,8 +295,9 @@ class CallbackSender:
                 outcome = DELIVERED if 200 <= code < 300 else None
                 detail = shown = f"HTTP {code}"
             except Blocked as exc:
+                # The reason may name what the host resolved to: the log keeps it.
                 outcome, detail = BLOCKED, str(exc)
-                shown = detail
+                shown = "blocked: the URL is not one callbacks may reach"
             except Exception as exc:  # noqa: BLE001 - any failure of the receiver is an attempt
                 outcome, detail = None, f"{type(exc).__name__}: {exc}"
                 shown = _coarse(exc)

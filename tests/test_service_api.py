@@ -1022,5 +1022,9 @@ def test_a_list_is_walked_by_its_next_cursor(client, weights):
     assert [m["id"] for m in first["items"] + second["items"]] == ids[::-1]  # newest first
     assert client.get("/v1/models", params={"limit": 2, "offset": 2}).json() == second
     assert_problem(client.get("/v1/models", params={"cursor": "nope"}), 422, "cursor")
+    import base64
+
+    forged = base64.urlsafe_b64encode(b'{"p": 100000000000000000000}').decode().rstrip("=")
+    assert_problem(client.get("/v1/models", params={"cursor": forged}), 422, "cursor")
     jobs = client.get("/v1/audits", params={"limit": 5}).json()
     assert jobs == {"items": [], "total": 0, "limit": 5, "offset": 0, "next_cursor": None}

@@ -54,7 +54,7 @@ def decode_cursor(cursor: str | None) -> int:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         position = json.loads(base64.urlsafe_b64decode(padded))["p"]
-        if not isinstance(position, int) or position < 0:
+        if not isinstance(position, int) or not 0 <= position <= 10**9:
             raise ValueError
         return position
     except Exception:  # noqa: BLE001 - any malformed cursor is the client's error
