@@ -27,6 +27,22 @@ def model_info(model) -> dict:
             "labels": meta.labels}
 
 
+def training_recipe(card: dict | None, job_id: str | None = None) -> dict | None:
+    """What a report's model card says about how the model was trained here (its model card's
+    `training`), or None for a model trained elsewhere."""
+    t = (card or {}).get("training")
+    if not t:
+        return None
+    spec = t.get("spec") or {}
+    recipe = {"method": t.get("method"), "epsilon": spec.get("epsilon"),
+              "norm": spec.get("norm"), "epochs_run": t.get("epochs_run"),
+              "checkpoint": t.get("checkpoint"), "selected_epoch": t.get("selected_epoch"),
+              "catastrophic_overfitting": t.get("catastrophic_overfitting")}
+    if job_id:
+        recipe["job_id"] = job_id
+    return recipe
+
+
 def check_model_fits_data(model, data) -> None:
     expected = list(model.metadata.input_shape)
     got = list(data.x.shape[1:])
@@ -60,9 +76,10 @@ def audit(model, data, spec: AuditSpec, *, device=None, progress: Progress | Non
 def audit_model_file(spec: AuditSpec, model_path: str | Path,
                      metadata: ModelMetadata | None = None, *, data_root=None, device=None,
                      progress: Progress | None = None,
-                     collect_adversarial: bool = False) -> AuditResult:
+                     collect_adversarial: bool = False,
+                     model_extra: dict | None = None) -> AuditResult:
     device = pick_device(device)
     data = load_dataset(spec.dataset, data_root)
     model = load_model(model_path, metadata_for_data(metadata, data), device=device)
     return audit(model, data, spec, device=device, progress=progress,
-                 collect_adversarial=collect_adversarial)
+                 collect_adversarial=collect_adversarial, model_extra=model_extra)

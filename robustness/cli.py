@@ -29,6 +29,15 @@ def _read_json(path: str, what: str) -> dict:
         raise SpecError(f"{what} file {path} is not valid JSON: {exc}") from None
 
 
+def _card(args) -> dict | None:
+    """The model's card (model.json, written by `robustness train`) when it has one."""
+    path = args.metadata or str(Path(args.model).with_suffix(".json"))
+    if not Path(path).is_file():
+        return None
+    raw = _read_json(path, "metadata")
+    return raw if isinstance(raw, dict) and "training" in raw else None
+
+
 def _metadata(args):
     from pydantic import ValidationError
 
@@ -93,17 +102,20 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def cmd_audit(args) -> int:
-    from robustness.audit import audit_model_file
+    from robustness.audit import audit_model_file, training_recipe
     from robustness.evaluation.gate import resolve_baselines
     from robustness.spec import parse_audit_spec
 
     spec = resolve_baselines(parse_audit_spec(_read_json(args.spec, "spec")),
                              lambda path: _read_json(path, "baseline report"))
+    recipe = training_recipe(_card(args))
     bar = _Bar(enabled=not args.quiet)
     try:
+        # The page's gallery shows adversarial images: collected for it too.
         result = audit_model_file(spec, args.model, _metadata(args), data_root=args.data_root,
                                   device=args.device, progress=bar,
-                                  collect_adversarial=bool(args.adversarial_out))
+                                  collect_adversarial=bool(args.adversarial_out or args.html),
+                                  model_extra={"training": recipe} if recipe else None)
     finally:
         bar.close()
     report = result.report
@@ -114,12 +126,89 @@ def cmd_audit(args) -> int:
         from robustness.evaluation.export import save_adversarial
         save_adversarial(result, report, args.adversarial_out)
     if args.html:
-        from robustness.evaluation.html import render_html
-        Path(args.html).write_text(render_html(report))
+        from robustness.evaluation.export import adversarial_tensors
+        from robustness.pages import render_audit_page
+        from robustness.pages.gallery import TensorImages
+
+        Path(args.html).write_text(render_audit_page(
+            report, TensorImages(adversarial_tensors(result, report))))
     if not args.quiet:
         print("\n".join(summary_lines(report)), file=sys.stderr)
         print(f"report written to {out}", file=sys.stderr)
     return exit_code(report)
+
+
+def cmd_report(args) -> int:
+    """Read back reports: an audit's summary or page, several audits compared, a training's
+    page (its model card) or a certification's page."""
+    docs = [(Path(f).name, _read_json(f, "report")) for f in args.files]
+    kinds = {_report_kind(name, doc) for name, doc in docs}
+    if len(kinds) > 1:
+        raise SpecError(f"files: {', '.join(sorted(kinds))} reports cannot go on one page")
+    (kind,) = kinds
+    if kind != "audit" and len(docs) > 1:
+        raise SpecError(f"files: only audit reports are compared; these are {kind} reports")
+    if args.adversarial and (kind != "audit" or len(docs) > 1):
+        raise SpecError("--adversarial: an audit's adversarial set feeds its own page only")
+    from robustness import pages
+
+    if kind == "audit" and len(docs) > 1:
+        from robustness.evaluation.compare import compare_reports
+
+        page = pages.render_comparison_page(docs, args.tolerance)
+        verdicts = [compare_reports(docs[0][1], doc, args.tolerance)["verdict"]
+                    for _, doc in docs[1:]]
+        lines = [f"{name} against {docs[0][0]}: {v}" for (name, _), v in zip(docs[1:], verdicts)]
+        code = 1 if "regressed" in verdicts else 0
+    elif kind == "audit":
+        report = docs[0][1]
+        images = None
+        if args.adversarial:
+            from robustness.pages.gallery import SafetensorsImages, TensorImages
+
+            path = Path(args.adversarial)
+            if path.suffix == ".npz":
+                import numpy as np
+                import torch
+
+                with np.load(path) as arrays:
+                    images = TensorImages({k: torch.from_numpy(arrays[k]) for k in arrays.files})
+            else:
+                images = SafetensorsImages(str(path))
+        page = pages.render_audit_page(report, images, epsilon=args.epsilon,
+                                       gallery_size=args.gallery)
+        lines, code = summary_lines(report), exit_code(report)
+    elif kind == "training":
+        page = pages.render_training_page(docs[0][1])
+        t = docs[0][1]["training"]
+        line = (f"{t.get('method')}: {t.get('epochs_run')} epochs, kept epoch "
+                f"{t.get('selected_epoch')} ({t.get('checkpoint')})")
+        lines, code = [line], 0
+    else:
+        from robustness.certification import summary_lines as certification_lines
+        from robustness.evaluation.html import render_certification_html
+
+        page = render_certification_html(docs[0][1])
+        lines, code = certification_lines(docs[0][1]), 0
+    if args.html:
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.html).write_text(page)
+    if not args.quiet:
+        print("\n".join(lines), file=sys.stderr)
+        if args.html:
+            print(f"page written to {args.html}", file=sys.stderr)
+    return code
+
+
+def _report_kind(name: str, doc) -> str:
+    if isinstance(doc, dict):
+        if "examples" in doc and "results" in doc:
+            return "audit"
+        if "certified_accuracy" in doc:
+            return "certification"
+        if "training" in doc:
+            return "training"
+    raise SpecError(f"{name}: neither an audit or certification report nor a model card")
 
 
 def exit_code(report: dict) -> int:
@@ -197,6 +286,9 @@ def cmd_train(args) -> int:
     finally:
         bar.close()
     weights = save_training(result, args.out)
+    if args.html:
+        from robustness.pages import render_training_page
+        Path(args.html).write_text(render_training_page(result.card))
     if not args.quiet:
         t = result.card["training"]
         if t["catastrophic_overfitting"]:
@@ -276,7 +368,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-root", help="where data sets are (default $ROBUSTNESS_DATA_ROOT)")
     train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress or epoch lines")
+    train.add_argument("--html", help="also write the training's page: its history plotted, "
+                       "catastrophic overfitting marked")
     train.set_defaults(func=cmd_train)
+    report = sub.add_parser("report", help="read back reports: an audit's page, several audits "
+                            "compared (the first is the baseline), a training's page (its "
+                            "model.json) or a certification's page")
+    report.add_argument("files", nargs="+", help="report JSON files (or model cards)")
+    report.add_argument("--html", help="write the page here")
+    report.add_argument("--adversarial", help="the audit's --adversarial-out file: the "
+                        "gallery shows its images")
+    report.add_argument("--epsilon", type=float, help="the ε of the per-class plots "
+                        "(default: the middle of the grid)")
+    report.add_argument("--gallery", type=int, default=24, help="examples in the gallery "
+                        "(default 24)")
+    report.add_argument("--tolerance", type=float, default=0.01, help="comparisons: how far "
+                        "an accuracy may fall before the verdict is 'regressed' (default 0.01)")
+    report.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    report.set_defaults(func=cmd_report)
     demo = sub.add_parser("demo", help="train a small model on scikit-learn's digits and audit it")
     demo.add_argument("--out-dir", default="out/demo")
     demo.add_argument("--device", default="auto")

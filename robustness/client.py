@@ -270,14 +270,34 @@ class _Operations:
             params={"tolerance": tolerance}), Comparison))
 
     @operation
-    def report_html(self, audit_id: str) -> Operation:
-        return (yield from self._call(Request("GET", f"/v1/audits/{audit_id}/report.html"),
-                                      lambda r: r.text))
+    def compare_html(self, audit_id: str, other_id: str, *, tolerance: float = 0.01
+                     ) -> Operation:
+        """The comparison as one HTML page: both audits on the same axes, with the flips."""
+        return (yield from self._call(Request(
+            "GET", f"/v1/audits/{audit_id}/compare/{other_id}.html",
+            params={"tolerance": tolerance}), lambda r: r.text))
+
+    @operation
+    def report_html(self, audit_id: str, *, epsilon: float | None = None,
+                    gallery_offset: int = 0, gallery_size: int | None = None) -> Operation:
+        """The report page; `epsilon` picks the per-class plots' ε, the gallery shows
+        `gallery_size` examples from `gallery_offset` (most confidently wrong first)."""
+        params = {k: v for k, v in {"epsilon": epsilon, "gallery_offset": gallery_offset,
+                                    "gallery_size": gallery_size}.items() if v is not None}
+        return (yield from self._call(Request("GET", f"/v1/audits/{audit_id}/report.html",
+                                              params=params), lambda r: r.text))
+
+    @operation
+    def training_report_html(self, training_id: str) -> Operation:
+        """The training's page: its history plotted (while it runs too)."""
+        return (yield from self._call(Request(
+            "GET", f"/v1/trainings/{training_id}/report.html"), lambda r: r.text))
 
     @operation
     def examples(self, audit_id: str, **filters) -> Operation:
         """One page of per-example records: attack, epsilon, misclassified, min_confidence,
-        limit, cursor (the previous page's next_cursor)."""
+        breaking, order ("report" or "confidence"), limit, cursor (the previous page's
+        next_cursor)."""
         params = {k: v for k, v in filters.items() if v is not None}
         return (yield from self._model(Request("GET", f"/v1/audits/{audit_id}/examples",
                                                params=params), ExamplePage))

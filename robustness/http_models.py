@@ -221,6 +221,10 @@ class ExampleRecord(Body):
     l2: float
     clean_pred: int
     clean_confidence: float
+    topk: list[int] = Field(description="the top classes under attack, most probable first")
+    topk_confidence: list[float]
+    clean_topk: list[int] = Field(description="the top classes on the clean input")
+    clean_topk_confidence: list[float]
 
 
 class ExamplePage(Page):

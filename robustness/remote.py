@@ -86,6 +86,8 @@ def _finish(client, args, job) -> int:
         return JOB_FAILED
     if job.kind == "training":
         _say(args, f"registered model {job.model_id}")
+        if getattr(args, "html", None):
+            Path(args.html).write_text(client.training_report_html(job.id))
         return 0
     return _write_report(client, args, job.kind, job.id)
 
@@ -163,6 +165,9 @@ def cmd_compare(args) -> int:
     """B against A; exit 1 when B regressed beyond the tolerance."""
     with _client(args) as client:
         comparison = client.compare(args.a, args.b, tolerance=args.tolerance)
+        if args.html:
+            Path(args.html).write_text(client.compare_html(args.a, args.b,
+                                                           tolerance=args.tolerance))
     body = comparison.model_dump_json(exclude_unset=True)
     if args.out:
         Path(args.out).write_text(body)
@@ -225,6 +230,8 @@ def add_remote_command(sub) -> None:
         if kind != "training":
             model_options(verb, by_id=True)
         outcome_options(verb, report=kind != "training")
+        if kind == "training":
+            verb.add_argument("--html", help="with --wait: write the training's page here")
         verb.set_defaults(remote_func=_submit(kind))
     wait = verbs.add_parser("wait", help="wait for a job; then as --wait does")
     wait.add_argument("job_id")
@@ -241,4 +248,5 @@ def add_remote_command(sub) -> None:
     compare.add_argument("b", help="the audit compared with it")
     compare.add_argument("--tolerance", type=float, default=0.01)
     compare.add_argument("--out", help="also write the comparison JSON here")
+    compare.add_argument("--html", help="also write the comparison page here")
     compare.set_defaults(remote_func=cmd_compare)

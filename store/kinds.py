@@ -45,14 +45,15 @@ TRAINING = JobKind(
     name="training", id_prefix="trn", segment="trainings", task="robustness.training",
     queue="trainings", time_limit_setting="training_time_limit",
     runner="workers.runners:run_training_job",
-    model_column="result_model_id", shows_history=True)
+    model_column="result_model_id", results=(("report_html", "/report.html"),),
+    shows_history=True)
 
 CERTIFICATION = JobKind(
     name="certification", id_prefix="crt", segment="certifications",
     task="robustness.certification", queue="certifications",
     time_limit_setting="certification_time_limit",
     runner="workers.runners:run_certification_job",
-    results=(("report", "/report"),))
+    results=(("report", "/report"), ("report_html", "/report.html")))
 
 KINDS: dict[str, JobKind] = {k.name: k for k in (AUDIT, TRAINING, CERTIFICATION)}
 QUEUES: tuple[str, ...] = tuple(k.queue for k in KINDS.values())

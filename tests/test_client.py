@@ -73,7 +73,8 @@ def test_a_pipeline_through_the_sync_client(service, model_file):
         page = c.examples(job.id, attack="fgsm", epsilon=0.1, misclassified=True, limit=5)
         assert isinstance(page, ExamplePage) and all(e.misclassified for e in page.items)
         assert page.total == round(40 * (1 - fgsm.accuracy))
-        assert "<svg" in c.report_html(job.id)
+        assert "data:image/svg+xml" in c.report_html(job.id, gallery_size=3)
+        assert "UNCHANGED" in c.compare_html(job.id, job.id)
         assert [j.id for j in c.list_jobs("audit", model_id=model.id).items] == [job.id]
         # Pages: the next_cursor of one is where the next starts.
         newer = c.upload_model(model_file, METADATA)

@@ -167,29 +167,6 @@ def test_l2_radius_beyond_the_input_box_is_rejected(digits_model, digits):
         run_sweep(digits_model, data, spec, device="cpu")
 
 
-def test_html_report_shows_the_figures_and_escapes_user_strings(digits_model):
-    from robustness.data import load_dataset
-    from robustness.evaluation import run_sweep
-    from robustness.evaluation.html import render_html
-    from robustness.spec import parse_audit_spec
-
-    spec = parse_audit_spec({"dataset": {"name": "digits", "n": 60},
-                             "attacks": [{"name": "fgsm"}, {"name": "pgd", "steps": 5}],
-                             "epsilons": [0.0, 0.2],
-                             "gate": [{"metric": "accuracy", "attack": "pgd", "epsilon": 0.2,
-                                       "op": ">=", "value": 0.99}]})
-    data = load_dataset(spec.dataset)
-    report = run_sweep(digits_model, data, spec, device="cpu",
-                       model_info={"name": "<script>alert(1)</script>",
-                                   "architecture": "madry_mnist"}).report
-    page = render_html(report)
-    assert "<script>" not in page and "&lt;script&gt;" in page
-    pgd = next(r for r in report["results"] if r["label"] == "pgd" and r["epsilon"] == 0.2)
-    assert f"{100 * pgd['accuracy']:.1f}%" in page
-    assert f"<b>Clean accuracy {100 * report['clean']['accuracy']:.1f}%</b>" in page
-    assert "Gate: FAILED" in page and "<svg" in page and page.count("<polyline") == 2
-
-
 def test_an_attacks_batch_size_bounds_its_calls_and_keeps_its_figures(digits_model, digits):
     """`attacks[i].batch_size` splits the audit's batch for that attack alone: every forward
     pass of the attack sees at most that many examples, and a deterministic attack's figures

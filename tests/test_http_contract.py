@@ -146,14 +146,14 @@ def test_example_records_match_their_model(digits_model):
     from robustness.data import load_dataset
     from robustness.evaluation import run_sweep
     from robustness.spec import parse_audit_spec
-    from service.reports import example_records
+    from service.reports import example_page
     from service.routes.listing import Paging
 
     spec = parse_audit_spec({"dataset": {"name": "digits", "n": 10}, "attacks": [
         {"name": "fgsm"}], "epsilons": [0.1]})
     report = run_sweep(digits_model, load_dataset(spec.dataset), spec, device="cpu").report
-    page = example_records(report, attack="fgsm", epsilon=0.1, misclassified=None,
-                           min_confidence=None, paging=Paging(limit=5, offset=0))
+    page = example_page(report, Paging(limit=5, offset=0), attack="fgsm", epsilon=0.1,
+                        breaking=True, order="confidence")
     assert ExamplePage.model_validate(page).model_dump(exclude_unset=True) == page
 
 

@@ -9,8 +9,10 @@ running job.
 
 from __future__ import annotations
 
+import html
 import io
 import json
+import re
 
 import httpx
 import numpy as np
@@ -138,6 +140,38 @@ def test_report_equals_a_direct_library_call(client, audit, model_file):
     assert f"Clean accuracy {100 * report['clean']['accuracy']:.1f}%" in page.text
 
 
+def test_the_report_page_pages_through_the_gallery(client, audit):
+    """The served page's gallery is a page of /examples?misclassified=true&breaking=true&
+    order=confidence, with its clean, adversarial and perturbation images from the stored set."""
+    base = f"/v1/audits/{audit['id']}"
+    records = client.get(f"{base}/examples", params={
+        "misclassified": "true", "breaking": "true", "order": "confidence",
+        "limit": 10000}).json()
+    total = records["total"]
+    assert total > 8
+    confidences = [e["confidence"] for e in records["items"]]
+    assert confidences == sorted(confidences, reverse=True)
+    seen = []
+    url = f"{base}/report.html?gallery_size={-(-total // 3)}"  # three pages
+    while url:
+        page = client.get(url)
+        assert page.status_code == 200, page.text
+        found = re.findall(r'alt="clean image of example (\d+),', page.text)
+        assert page.text.count("data:image/png") == 3 * len(found) > 0
+        seen += [int(i) for i in found]
+        after = re.search(r'<a href="([^"]+)">less confident', page.text)
+        url = html.unescape(after[1]) if after else None
+    assert seen == [e["index"] for e in records["items"]]
+    assert f"of {total}" in page.text
+    r = client.get(f"{base}/report.html", params={"epsilon": 0.15})
+    assert r.status_code == 422 and "0.15" in r.json()["detail"]
+    assert r.headers["content-type"] == "application/problem+json"
+    # A comparison page, routed apart from the JSON comparison.
+    page = client.get(f"{base}/compare/{audit['id']}.html")
+    assert page.status_code == 200 and "UNCHANGED" in page.text
+    assert client.get(f"{base}/compare/{audit['id']}").json()["verdict"] == "unchanged"
+
+
 def test_examples_are_filtered_and_paginated(client, audit):
     base = f"/v1/audits/{audit['id']}/examples"
     report = client.get(f"/v1/audits/{audit['id']}/report").json()
@@ -217,6 +251,13 @@ def test_training_registers_its_model(client, service):
     done = wait_for(client, f"/v1/audits/{audit['id']}", finished)
     assert done["status"] == "succeeded", done["error"]
     assert done["summary"]["clean_accuracy"] > 0.5
+    # Its report page names the recipe; the training's page plots its history.
+    page = client.get(f"/v1/audits/{audit['id']}/report.html").text
+    assert "trained by this service: fgsm, ε=0.1" in page and job["id"] in page
+    page = client.get(f"/v1/trainings/{job['id']}/report.html")
+    assert page.status_code == 200 and page.text.count("<img") == 1
+    for h in body["history"]:
+        assert f"{100 * h['pgd_accuracy']:.1f}%" in page.text
 
 
 def test_cancel_a_running_audit(client, model_id, service):

@@ -74,15 +74,17 @@ def _model_and_data(ctx: WorkerContext, job: JobRecord, dataset_spec, beat):
 def run_audit_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
     from safetensors.torch import save
 
-    from robustness.audit import audit
+    from robustness.audit import audit, training_recipe
     from robustness.evaluation.export import adversarial_tensors
     from robustness.evaluation.gate import worst_check
     from robustness.spec import parse_audit_spec
 
     spec = parse_audit_spec(job.spec)
     record, data, model, device = _model_and_data(ctx, job, spec.dataset, beat)
+    recipe = training_recipe(record.card, record.source_training_id)
     result = audit(model, data, spec, device=device, progress=beat.progress,
-                   collect_adversarial=True, model_extra={"id": record.id})
+                   collect_adversarial=True,
+                   model_extra={"id": record.id, **({"training": recipe} if recipe else {})})
     report = result.report
     report_sha = ctx.store.put_bytes(json.dumps(report).encode())
     adversarial_sha = ctx.store.put_bytes(save(adversarial_tensors(result, report)))

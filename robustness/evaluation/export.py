@@ -1,7 +1,8 @@
 """Adversarial examples as a tensor file a user can re-check against the report.
 
-Keys: `index` and `label` (aligned with the report's examples), and one `x_adv/<label>/<ε>`
-tensor per (attack, ε). The format follows the file extension: .safetensors or .npz.
+Keys: `index` and `label` (aligned with the report's examples), `x` (the clean inputs: the
+report page shows each adversarial beside its clean image and the perturbation), and one
+`x_adv/<label>/<ε>` tensor per (attack, ε). The format follows the file extension: .safetensors or .npz.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def tensor_key(label: str, epsilon: float) -> str:
 def adversarial_tensors(result, report: dict) -> dict[str, torch.Tensor]:
     tensors = {"index": torch.tensor(report["examples"]["index"]),
                "label": torch.tensor(report["examples"]["label"])}
+    if result.clean is not None:
+        tensors["x"] = result.clean.contiguous()
     for (label, eps), x in result.adversarial.items():
         tensors[tensor_key(label, eps)] = x.contiguous()
     return tensors

@@ -1,7 +1,7 @@
-"""A report as one self-contained HTML page: robustness curves (inline SVG, no scripts, no
-external assets, so it can be mailed or archived), the per-attack table with silent-error
-rates, the gate, and the most confident mistakes. Every string from the report is escaped:
-model names and labels come from users."""
+"""The certification report as one self-contained HTML page: certified and attacked accuracy
+against the L2 radius (inline SVG, no scripts, no external assets). Every string from the
+report is escaped: model names and labels come from users. The audit, comparison and training
+pages are robustness.pages."""
 
 from __future__ import annotations
 
@@ -13,13 +13,6 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 
 def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
-
-
-def _series(report: dict) -> dict[str, list[tuple[float, float]]]:
-    out: dict[str, list[tuple[float, float]]] = {}
-    for r in report["results"]:
-        out.setdefault(f"{r['label']} ({r['norm']})", []).append((r["epsilon"], r["accuracy"]))
-    return {k: sorted(v) for k, v in out.items()}
 
 
 def _svg(series: dict[str, list[tuple[float, float]]], width=640, height=320, *,
@@ -66,85 +59,6 @@ def _svg(series: dict[str, list[tuple[float, float]]], width=640, height=320, *,
                      f'<text x="{left + w + 38}" y="{y}" font-size="12">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
-
-
-def _confident_mistakes(report: dict, limit: int = 10) -> list[dict]:
-    ex = report["examples"]
-    rows = []
-    for col in ex["adversarial"]:
-        for i, (pred, conf) in enumerate(zip(col["pred"], col["confidence"])):
-            if pred != ex["label"][i]:
-                rows.append({"attack": col["label"], "epsilon": col["epsilon"],
-                             "index": ex["index"][i], "label": ex["label"][i], "pred": pred,
-                             "confidence": conf, "clean_confidence": ex["clean"]["confidence"][i],
-                             "linf": col["linf"][i]})
-    # The smallest perturbations that fooled the model most confidently come first.
-    rows.sort(key=lambda r: (r["epsilon"], -r["confidence"]))
-    return rows[:limit]
-
-
-def render_html(report: dict) -> str:
-    model, data = report.get("model", {}), report.get("dataset", {})
-    title = f"Robustness report: {model.get('name') or model.get('architecture') or 'model'}"
-    clean = report["clean"]
-    taus = sorted({t for r in report["results"] for t in r.get("silent_error_rate", {})},
-                  key=float)
-    rows = []
-    for r in report["results"]:
-        silent = "".join(f"<td>{_pct(r.get('silent_error_rate', {}).get(t))}</td>"
-                         for t in taus)
-        rows.append(f"<tr><td>{escape(str(r['label']))}</td><td>{escape(str(r['norm']))}</td>"
-                    f"<td>{r['epsilon']:g}</td><td>{_pct(r['accuracy'])}</td>"
-                    f"<td>{_pct(r.get('attack_success_rate'))}</td>"
-                    f"<td>{_pct(r.get('mean_confidence_on_errors'))}</td>{silent}</tr>")
-    bad = [c for c in report.get("checks", []) if c.get("status") != "pass"]
-    checks_html = ""
-    if bad:
-        items = "".join(f"<li><b>{escape(str(c.get('status')).upper())}</b> "
-                        f"{escape(str(c.get('id')))}: {escape(str(c.get('detail')))}</li>"
-                        for c in bad)
-        checks_html = (f"<h2>Validity checks: do not trust these figures as they are</h2>"
-                       f"<ul>{items}</ul>")
-    elif report.get("checks"):
-        checks_html = f"<p>Validity checks: all {len(report['checks'])} passed.</p>"
-    gate = report.get("gate")
-    gate_html = ""
-    if gate is not None:
-        verdict = "passed" if gate.get("passed") else "FAILED"
-        failed = "".join(
-            f"<li>{escape(str(f.get('metric')))} of {escape(str(f.get('attack')))} at "
-            f"ε={f.get('epsilon')}: {f.get('actual')} is not {escape(str(f.get('op')))} "
-            f"{f.get('value')}</li>" for f in gate.get("failed", []))
-        gate_html = f"<h2>Gate: {verdict}</h2><ul>{failed}</ul>"
-    minimal = "".join(
-        f"<tr><td>{escape(str(m['label']))}</td><td>{escape(str(m['norm']))}</td>"
-        f"<td>{_pct(m.get('success_rate'))}</td><td>{(m.get('median_norm') or 0):.3f}</td></tr>"
-        for m in report.get("minimal_perturbation", []))
-    mistakes = "".join(
-        f"<tr><td>{escape(str(r['attack']))}</td><td>{r['epsilon']:g}</td><td>{r['index']}</td>"
-        f"<td>{r['label']}</td><td>{r['pred']}</td><td>{r['confidence']:.4f}</td>"
-        f"<td>{r['clean_confidence']:.4f}</td><td>{r['linf']:.4f}</td></tr>"
-        for r in _confident_mistakes(report))
-    tau_heads = "".join(f"<th>silent errors (conf ≥ {escape(t)})</th>" for t in taus)
-    prov = report.get("provenance", {})
-    return _page(title, f"""{checks_html}
-<p>Architecture {escape(str(model.get('architecture')))}, format {escape(str(model.get('format')))},
-sha256 <code>{escape(str(model.get('sha256')))}</code>. Data: {escape(str(data.get('name')))}
-{escape(str(data.get('split')))}, {len(report['examples']['index'])} examples.
-Device {escape(str(prov.get('device')))}, {prov.get('seconds', 0):.1f} s.</p>
-<p><b>Clean accuracy {_pct(clean['accuracy'])}</b>, mean confidence
-{_pct(clean.get('mean_confidence'))}.</p>
-{gate_html}
-<h2>Accuracy under attack</h2>
-{_svg(_series(report))}
-<table><tr><th>attack</th><th>norm</th><th>ε</th><th>accuracy</th><th>attack success</th>
-<th>mean confidence on errors</th>{tau_heads}</tr>{''.join(rows)}</table>
-<p>A silent error is a misclassification made with at least the given confidence: the model
-is wrong and does not show it.</p>
-{'<h2>Minimum perturbations</h2><table><tr><th>attack</th><th>norm</th><th>success</th><th>median norm</th></tr>' + minimal + '</table>' if minimal else ''}
-<h2>Most confident mistakes at the smallest ε</h2>
-<table><tr><th>attack</th><th>ε</th><th>index</th><th>label</th><th>predicted</th>
-<th>confidence</th><th>clean confidence</th><th>L∞</th></tr>{mistakes}</table>""")
 
 
 def _page(title: str, body: str) -> str:

@@ -46,6 +46,8 @@ class AuditResult:
     report: dict
     # (attack label, ε) -> adversarial inputs on the CPU, when asked for.
     adversarial: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
+    # The clean inputs the report's examples are, when the adversarial ones were asked for.
+    clean: torch.Tensor | None = None
 
 
 def check_against_data(spec: AuditSpec, x: torch.Tensor) -> None:
@@ -184,4 +186,5 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
     if spec.gate:  # after the checks, which a gate rule may name
         report["gate"] = evaluate_gate(spec.gate, report)
     adversarial = {k: torch.cat(v) for k, v in adv_inputs.items()}
-    return AuditResult(report=report, adversarial=adversarial)
+    return AuditResult(report=report, adversarial=adversarial,
+                       clean=data.x.detach().cpu() if collect_adversarial else None)

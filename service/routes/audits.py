@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
-from urllib.parse import quote
+from typing import Annotated, Literal
+from urllib.parse import quote, urlencode
 
 from fastapi import Header, Query, Response
 from fastapi.responses import HTMLResponse
 
+from robustness.evaluation.examples import matching_records
 from robustness.evaluation.report_schema import Report
 from robustness.http_models import Comparison, ExamplePage
 from robustness.spec import AuditSpec
@@ -17,7 +18,7 @@ from service.budget import audit_passes, check_batch_sizes, check_budget
 from service.gateway import Gateway, GatewayDep
 from service.keys import Principal
 from service.problems import BINARY_FILE, HTML_PAGE, Problem
-from service.reports import adversarial_file, example_records
+from service.reports import adversarial_file, example_page
 from service.routes import resource
 from service.routes.job_resource import (
     DRY_RUN,
@@ -93,10 +94,51 @@ def get_report(gw: GatewayDep, who: Reader, audit_id: str) -> Response:
 
 @router.get("/{audit_id}/report.html", summary="The audit report as one HTML page",
             response_class=HTMLResponse, responses=HTML_PAGE)
-def get_report_html(gw: GatewayDep, who: Reader, audit_id: str):
-    from robustness.evaluation.html import render_html
+def get_report_html(gw: GatewayDep, who: Reader, audit_id: str,
+                    epsilon: float | None = Query(None, description="the ε of the per-class "
+                                                  "plots (default: the middle of the grid)"),
+                    gallery_offset: int = Query(0, ge=0, le=10_000_000),
+                    gallery_size: int = Query(24, ge=1, le=200, description="examples in the "
+                                              "gallery: the page of /examples?misclassified="
+                                              "true&breaking=true&order=confidence it shows")):
+    from robustness.errors import SpecError
+    from robustness.pages import render_audit_page
 
-    return HTMLResponse(render_html(_report(gw, _succeeded(gw, who, audit_id))))
+    job = _succeeded(gw, who, audit_id)
+    report = _report(gw, job)
+    images = _stored_images(gw, job)
+    base = f"/v1/audits/{quote(audit_id)}"
+
+    def page(offset: int) -> str:
+        query = {"gallery_offset": offset, "gallery_size": gallery_size}
+        if epsilon is not None:
+            query["epsilon"] = epsilon
+        return f"{base}/report.html?{urlencode(query)}#gallery"
+
+    total = len(matching_records(report, misclassified=True, breaking=True))
+    links = {"report": f"{base}/report",
+             "examples": f"{base}/examples?" + urlencode({
+                 "misclassified": "true", "breaking": "true", "order": "confidence",
+                 "offset": gallery_offset, "limit": gallery_size}),
+             "previous": page(max(0, gallery_offset - gallery_size)) if gallery_offset else None,
+             "next": page(gallery_offset + gallery_size)
+             if gallery_offset + gallery_size < total else None}
+    try:
+        return HTMLResponse(render_audit_page(report, images, epsilon=epsilon,
+                                              gallery_offset=gallery_offset,
+                                              gallery_size=gallery_size, links=links))
+    except SpecError as exc:
+        raise Problem(422, str(exc)) from None
+
+
+def _stored_images(gw: Gateway, job: JobRecord):
+    """The gallery's images: the stored adversarial set, read lazily (None once expired)."""
+    from robustness.pages.gallery import SafetensorsImages
+
+    if not job.adversarial_sha256 or job.adversarial_expired_at is not None:
+        return None
+    path = gw.store.path(job.adversarial_sha256)
+    return SafetensorsImages(str(path)) if path.is_file() else None
 
 
 @router.get("/{audit_id}/examples", summary="Per-example records, filtered and paginated",
@@ -105,10 +147,17 @@ def get_examples(gw: GatewayDep, who: Reader, audit_id: str, paging: ExamplePagi
                  attack: str | None = None,
                  epsilon: float | None = None,
                  misclassified: bool | None = None,
-                 min_confidence: float | None = Query(None, ge=0, le=1)):
+                 min_confidence: float | None = Query(None, ge=0, le=1),
+                 breaking: bool = Query(False, description="only each example's record at the "
+                                        "smallest ε of the grid that broke it, per attack"),
+                 order: Literal["report", "confidence"] = Query(
+                     "report", description="report order, or most confident first (the "
+                     "report page's gallery: breaking=true&misclassified=true&order=confidence)"
+                 )):
     report = _report(gw, _succeeded(gw, who, audit_id))
-    return example_records(report, attack=attack, epsilon=epsilon, misclassified=misclassified,
-                           min_confidence=min_confidence, paging=paging)
+    return example_page(report, paging, attack=attack, epsilon=epsilon,
+                        misclassified=misclassified, min_confidence=min_confidence,
+                        breaking=breaking, order=order)
 
 
 @router.get("/{audit_id}/adversarial", summary="Adversarial examples of one (attack, ε)",
@@ -130,6 +179,21 @@ def get_adversarial(gw: GatewayDep, who: Reader, audit_id: str, attack: str, eps
     return Response(data, media_type=media,
                     headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"})
 
+
+
+@router.get("/{audit_id}/compare/{other_id}.html", summary="This audit (A, the baseline) "
+            "against another (B) as one HTML page: both on the same axes, with the flips",
+            response_class=HTMLResponse, responses=HTML_PAGE)
+def compare_audits_html(gw: GatewayDep, who: Reader, audit_id: str, other_id: str,
+                        tolerance: float = Query(0.01, ge=0, le=1)):
+    from robustness.errors import SpecError
+    from robustness.pages import render_comparison_page
+
+    a, b = (_report(gw, _succeeded(gw, who, i)) for i in (audit_id, other_id))
+    try:
+        return HTMLResponse(render_comparison_page([(audit_id, a), (other_id, b)], tolerance))
+    except SpecError as exc:
+        raise Problem(422, f"{other_id} cannot be compared with {audit_id}: {exc}") from None
 
 
 @router.get("/{audit_id}/compare/{other_id}", summary="This audit (A) against another (B) on "
