@@ -186,9 +186,7 @@ def cmd_report(args) -> int:
         lines, code = [line], 0
     else:
         from robustness.certification import summary_lines as certification_lines
-        from robustness.evaluation.html import render_certification_html
-
-        page = render_certification_html(docs[0][1])
+        page = pages.render_certification_page(docs[0][1])
         lines, code = certification_lines(docs[0][1]), 0
     if args.html:
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)
@@ -236,8 +234,8 @@ def cmd_certify(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report))
     if args.html:
-        from robustness.evaluation.html import render_certification_html
-        Path(args.html).write_text(render_certification_html(report))
+        from robustness.pages import render_certification_page
+        Path(args.html).write_text(render_certification_page(report))
     if not args.quiet:
         print("\n".join(summary_lines(report)), file=sys.stderr)
         print(f"report written to {out}", file=sys.stderr)

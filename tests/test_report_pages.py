@@ -89,7 +89,7 @@ def test_breaking_records_are_each_failure_once_at_its_smallest_epsilon(audited)
 
 def test_the_audit_page_shows_the_figures_gallery_and_verdict(audited):
     from robustness.pages import render_audit_page
-    from robustness.pages.gallery import TensorImages
+    from robustness.pages.gallery import GALLERY_FILTERS, TensorImages
 
     report, tensors = audited
     page = render_audit_page(report, TensorImages(tensors), gallery_size=6)
@@ -107,9 +107,13 @@ def test_the_audit_page_shows_the_figures_gallery_and_verdict(audited):
     worst = {(w["norm"], w["epsilon"]): w["accuracy"] for w in report["worst_case"]}
     assert f"L∞ ε=0.2: {100 * worst[('linf', 0.2)]:.1f}%" in plots[0][1]
     # Gallery: the six most confidently wrong breaking records, each with three images.
-    items, total = example_records(report, misclassified=True, breaking=True,
-                                   order="confidence", limit=6)
-    assert f"Shown: 1–6 of {total}" in text
+    items, total = example_records(report, limit=6, **GALLERY_FILTERS)
+    clean_errors = sum(p != y for p, y in zip(report["examples"]["clean"]["pred"],
+                                              report["examples"]["label"]))
+    assert f"Shown: 1–6 of {total} (not shown: the {clean_errors} examples already wrong" in text
+    # Adversarial failures only: right on the clean input, wrong at a breaking ε above 0.
+    assert clean_errors and all(r["clean_pred"] == r["label"] != r["pred"] and r["epsilon"] > 0
+                                for r in items)
     gallery = [p for p in pictures if p[0].startswith("data:image/png;base64,")]
     assert len(gallery) == 3 * len(items) == 18
     for item, (clean, adv, delta) in zip(items, zip(*[iter(gallery)] * 3)):
@@ -131,10 +135,12 @@ def test_hostile_strings_render_as_text(audited):
     from robustness.pages.gallery import TensorImages
 
     report, tensors = audited
+    report = json.loads(json.dumps(report))
+    report["model"]["architecture"] = report["dataset"]["name"] = HOSTILE
+    report["model"]["preprocessing"] = {"mean": [HOSTILE], "std": [1]}
     page = render_audit_page(report, TensorImages(tensors))
-    assert "<script" not in page.lower() and "onerror=" not in page.replace(
-        "onerror=&#34;", "")
-    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in page
+    assert "<script" not in page.lower() and "<img src=x" not in page
+    assert page.count("&lt;script&gt;window.__pwned=1&lt;/script&gt;") >= 5
     # Only data: images; no external asset of any kind.
     assert not re.search(r'(src|href)="(?!data:|#)', page)
     assert "<link" not in page and "@import" not in page and "url(" not in page

@@ -142,11 +142,11 @@ def test_report_equals_a_direct_library_call(client, audit, model_file):
 
 def test_the_report_page_pages_through_the_gallery(client, audit):
     """The served page's gallery is a page of /examples?misclassified=true&breaking=true&
-    order=confidence, with its clean, adversarial and perturbation images from the stored set."""
+    clean_correct=true&order=confidence, with its clean, adversarial and perturbation images from the stored set."""
     base = f"/v1/audits/{audit['id']}"
     records = client.get(f"{base}/examples", params={
-        "misclassified": "true", "breaking": "true", "order": "confidence",
-        "limit": 10000}).json()
+        "misclassified": "true", "breaking": "true", "clean_correct": "true",
+        "order": "confidence", "limit": 10000}).json()
     total = records["total"]
     assert total > 8
     confidences = [e["confidence"] for e in records["items"]]

@@ -155,7 +155,7 @@ def test_certify_command_writes_the_report(digits_model, tmp_path, capsys):
                  "--html", str(tmp_path / "cert.html"), "--device", "cpu", "-q"])
     assert code == 0
     report = json.loads(out.read_text())
-    assert (tmp_path / "cert.html").read_text().count("<polyline") == 2
+    assert (tmp_path / "cert.html").read_text().count("data:image/svg+xml") == 1
     table = report["certified_accuracy"]
     assert [row["radius"] for row in table] == [0, 0.25, 0.5]
     assert all(a["accuracy"] >= b["accuracy"] for a, b in pairwise(table))
@@ -243,12 +243,12 @@ def test_the_attacked_accuracy_is_never_below_the_certified_one(digits_model):
 
 def test_the_certification_page_plots_both_bounds_and_escapes_user_strings(digits_model):
     """The report's plot: certified accuracy (solid) and attacked accuracy (dashed) against
-    the radius, each point at its figure, with a table of the same figures."""
+    the radius; the alt text and the table give every point's figure."""
     import re
 
     from robustness.certification import certify_dataset
     from robustness.data import load_dataset
-    from robustness.evaluation.html import render_certification_html
+    from robustness.pages import render_certification_page
     from robustness.spec import DatasetSpec, parse_certify_spec
 
     data = load_dataset(DatasetSpec(name="digits", split="test", n=20))
@@ -257,18 +257,17 @@ def test_the_certification_page_plots_both_bounds_and_escapes_user_strings(digit
                                "attack": {"steps": 5, "draws": 4, "n": 200}})
     report = certify_dataset(digits_model, data, spec, device="cpu",
                              model_extra={"name": "<img src=x onerror=alert(1)>"})
-    page = render_certification_html(report)
-    assert "<img" not in page and "&lt;img src=x" in page
-    polylines = re.findall(r'<polyline [^>]*?(stroke-dasharray="6 4" )?points="([^"]+)"', page)
-    assert [bool(dash) for dash, _ in polylines] == [False, True]
-    certified, attacked = ([tuple(map(float, p.split(","))) for p in pts.split()]
-                           for _, pts in polylines)
-    assert len(certified) == 3 and len(attacked) == 2
-    # y runs down the 265-pixel-high plot from 15 (100%) to 280 (0%)
-    for (_, y), row in zip(certified, report["certified_accuracy"]):
-        assert y == pytest.approx(15 + 265 * (1 - row["accuracy"]), abs=0.06)
-    for (_, y), row in zip(attacked, report["attack"]["results"]):
-        assert y == pytest.approx(15 + 265 * (1 - row["accuracy"]), abs=0.06)
-        assert y <= 15 + 265 * (1 - row["certified_accuracy"]) + 0.06  # never below
+    page = render_certification_page(report)
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    # One plot; its alt text gives every point of both curves, which the table repeats.
+    (alt,) = re.findall(r'<img src="data:image/svg\+xml;base64,[^"]+" alt="([^"]+)"', page)
+    certified, attacked = alt.split("attacked (upper bound): ")
+    for row in report["certified_accuracy"]:
+        assert f"r={row['radius']:g} {100 * row['accuracy']:.1f}%" in certified
+    for row in report["attack"]["results"]:
+        assert f"r={row['radius']:g} {100 * row['accuracy']:.1f}%" in attacked
+        assert row["accuracy"] >= row["certified_accuracy"]  # never below
+        assert (f"<tr><td>{row['radius']:g}</td><td>{100 * row['certified_accuracy']:.1f}%"
+                f"</td><td>{100 * row['accuracy']:.1f}%</td></tr>") in page
     assert f"<b>Smoothed classifier accuracy {100 * report['clean_accuracy']:.1f}%</b>" in page
     assert page.count("<th>certified at ") == 3

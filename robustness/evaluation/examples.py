@@ -68,8 +68,10 @@ def _breaking_key(col: dict, i: int, clean_wrong: bool) -> tuple[str | None, int
 
 def matching_records(report: dict, *, attack: str | None = None, epsilon: float | None = None,
                      misclassified: bool | None = None, min_confidence: float | None = None,
-                     breaking: bool = False, order: Order = "report") -> list[tuple[dict, int]]:
-    """(column, position) of every record the filters keep, in `order`: report order
+                     breaking: bool = False, clean_correct: bool | None = None,
+                     order: Order = "report") -> list[tuple[dict, int]]:
+    """(column, position) of every record the filters keep (`clean_correct`: only examples
+    the model got right, or wrong, on the clean input), in `order`: report order
     (columns as the report lists them, examples by position) or most confident first (ties:
     smaller ε first, then report order). Records are built by the caller, for one page."""
     ex = report["examples"]
@@ -96,6 +98,8 @@ def matching_records(report: dict, *, attack: str | None = None, epsilon: float 
             if misclassified is not None and wrong != misclassified:
                 continue
             if min_confidence is not None and conf[i] < min_confidence:
+                continue
+            if clean_correct is not None and (clean_pred[i] == y) != clean_correct:
                 continue
             if breaking and chosen.get(_breaking_key(col, i, clean_pred[i] != y)) is not col:
                 continue

@@ -53,3 +53,9 @@ def render_training_page(card: dict, **options) -> str:
     from robustness.pages.training import training_context
 
     return render("training.html.j2", training_context(card, **options))
+
+
+def render_certification_page(report: dict) -> str:
+    from robustness.pages.certification import certification_context
+
+    return render("certification.html.j2", certification_context(report))

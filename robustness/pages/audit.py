@@ -10,6 +10,8 @@ from robustness.evaluation.examples import select_columns
 from robustness.pages import plots
 from robustness.pages.gallery import GALLERY_SIZE, Images, gallery
 
+ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "cw": "Carlini-Wagner", "deepfool": "DeepFool",
+                "apgd": "APGD", "fab": "FAB", "square": "Square"}
 NORM_WORDS = {"linf": ("L∞", "each input value may move by at most ε"),
               "l2": ("L2", "the perturbation's Euclidean norm is at most ε")}
 
@@ -25,7 +27,7 @@ def describe_attack(a: dict) -> str:
         words = f"{a.get('preset', 'standard')} cascade (AutoAttack's way: each stage attacks " \
                 f"what the earlier ones left robust)"
     else:
-        words = name.upper() if len(name) <= 5 else name
+        words = ATTACK_NAMES.get(name, name)
     details = []
     if a.get("steps"):
         details.append(f"{a['steps']} steps")

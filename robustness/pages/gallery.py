@@ -2,7 +2,7 @@
 broke it, with its clean image, its adversarial image and the perturbation amplified to be seen.
 
 The gallery is a page of `GET /v1/audits/{id}/examples?misclassified=true&breaking=true&
-order=confidence` (robustness.evaluation.examples); the images come from the audit's stored
+clean_correct=true&order=confidence` (robustness.evaluation.examples); the images come from the audit's stored
 adversarial set (`x` and `x_adv/<label>/<ε>`, robustness.evaluation.export).
 """
 
@@ -20,6 +20,10 @@ from robustness.evaluation.examples import example_records
 from robustness.evaluation.export import tensor_key
 
 GALLERY_SIZE = 24
+# The gallery's records: adversarial failures only (right on the clean input, wrong under
+# attack), each at its breaking ε, most confident first.
+GALLERY_FILTERS = {"misclassified": True, "breaking": True, "clean_correct": True,
+                   "order": "confidence"}
 DISPLAY_PIXELS = 96  # the longer side of a shown image; small images are scaled up, crisply
 
 
@@ -86,8 +90,7 @@ def gallery(report: dict, images: Images | None, *, offset: int = 0,
             size: int = GALLERY_SIZE) -> dict:
     """One page of the gallery: `items` (the /examples records, with their images and top-k
     tables), `total`, `offset`, `size`, and `missing` naming what could not be shown."""
-    records, total = example_records(report, offset=offset, limit=size, misclassified=True,
-                                     breaking=True, order="confidence")
+    records, total = example_records(report, offset=offset, limit=size, **GALLERY_FILTERS)
     names = report.get("model", {}).get("labels")
     keys = images.keys() if images is not None else set()
     missing = None
@@ -121,8 +124,10 @@ def gallery(report: dict, images: Images | None, *, offset: int = 0,
             picture, factor = amplified(x_adv.float() - x.float())
             item["perturbation_png"], item["amplification"] = png_uri(picture), factor
         items.append(item)
+    clean_errors = sum(p != y for p, y in zip(report["examples"]["clean"]["pred"],
+                                              report["examples"]["label"]))
     return {"items": items, "total": total, "offset": offset, "size": size,
-            "missing": missing}
+            "missing": missing, "clean_errors": clean_errors}
 
 
 def _name(names: list[str] | None, c: int) -> str:

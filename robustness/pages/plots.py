@@ -73,8 +73,9 @@ def lines(panels: list[tuple[str, list[tuple[str, list[tuple[float, float]], dic
     fig, axes = figure(len(panels))
     for ax, (title, series) in zip(axes, panels):
         for i, (name, pts, extra) in enumerate(series):
-            xs, ys = zip(*sorted(pts)) if pts else ((), ())
-            ax.plot(xs, ys, label=text(name), **{**style(i), **extra})
+            if pts:  # (a norm with one attack has no worst case over attacks)
+                xs, ys = zip(*sorted(pts))
+                ax.plot(xs, ys, label=text(name), **{**style(i), **extra})
         for j, (y, name) in enumerate(hlines):
             ax.axhline(y, color="#555", linestyle=":", linewidth=1.2, label=text(name))
         percent_axis(ax, y_label)

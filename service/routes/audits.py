@@ -100,9 +100,11 @@ def get_report_html(gw: GatewayDep, who: Reader, audit_id: str,
                     gallery_offset: int = Query(0, ge=0, le=10_000_000),
                     gallery_size: int = Query(24, ge=1, le=200, description="examples in the "
                                               "gallery: the page of /examples?misclassified="
-                                              "true&breaking=true&order=confidence it shows")):
+                                              "true&breaking=true&clean_correct=true&"
+                                              "order=confidence it shows")):
     from robustness.errors import SpecError
     from robustness.pages import render_audit_page
+    from robustness.pages.gallery import GALLERY_FILTERS
 
     job = _succeeded(gw, who, audit_id)
     report = _report(gw, job)
@@ -115,10 +117,11 @@ def get_report_html(gw: GatewayDep, who: Reader, audit_id: str,
             query["epsilon"] = epsilon
         return f"{base}/report.html?{urlencode(query)}#gallery"
 
-    total = len(matching_records(report, misclassified=True, breaking=True))
+    total = len(matching_records(report, **GALLERY_FILTERS))
     links = {"report": f"{base}/report",
              "examples": f"{base}/examples?" + urlencode({
-                 "misclassified": "true", "breaking": "true", "order": "confidence",
+                 **{k: str(v).lower() if isinstance(v, bool) else v
+                    for k, v in GALLERY_FILTERS.items()},
                  "offset": gallery_offset, "limit": gallery_size}),
              "previous": page(max(0, gallery_offset - gallery_size)) if gallery_offset else None,
              "next": page(gallery_offset + gallery_size)
@@ -148,16 +151,19 @@ def get_examples(gw: GatewayDep, who: Reader, audit_id: str, paging: ExamplePagi
                  epsilon: float | None = None,
                  misclassified: bool | None = None,
                  min_confidence: float | None = Query(None, ge=0, le=1),
-                 breaking: bool = Query(False, description="only each example's record at the "
-                                        "smallest ε of the grid that broke it, per attack"),
+                 breaking: bool = Query(False, description="one record per example and "
+                                        "norm: at the smallest ε of the grid that broke it, "
+                                        "the most confident attack there"),
+                 clean_correct: bool | None = Query(None, description="only examples right "
+                                                    "(true) or wrong (false) on the clean input"),
                  order: Literal["report", "confidence"] = Query(
                      "report", description="report order, or most confident first (the "
-                     "report page's gallery: breaking=true&misclassified=true&order=confidence)"
-                 )):
+                     "report page's gallery: misclassified=true&breaking=true&"
+                     "clean_correct=true&order=confidence)")):
     report = _report(gw, _succeeded(gw, who, audit_id))
     return example_page(report, paging, attack=attack, epsilon=epsilon,
                         misclassified=misclassified, min_confidence=min_confidence,
-                        breaking=breaking, order=order)
+                        breaking=breaking, clean_correct=clean_correct, order=order)
 
 
 @router.get("/{audit_id}/adversarial", summary="Adversarial examples of one (attack, ε)",

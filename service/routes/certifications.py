@@ -62,8 +62,8 @@ def get_certification_report(gw: GatewayDep, who: Reader,
 def get_certification_report_html(gw: GatewayDep, who: Reader, certification_id: str):
     import json
 
-    from robustness.evaluation.html import render_certification_html
+    from robustness.pages import render_certification_page
 
     job = succeeded_job(gw, who.tenant, CERTIFICATION, certification_id)
-    return HTMLResponse(render_certification_html(
+    return HTMLResponse(render_certification_page(
         json.loads(artifact(gw, job.report_sha256, "report"))))
