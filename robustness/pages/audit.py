@@ -217,9 +217,18 @@ def audit_context(report: dict, images: Images | None = None, *,
                   epsilon: float | None = None, gallery_offset: int = 0,
                   gallery_size: int = GALLERY_SIZE, links: dict | None = None) -> dict:
     """Everything the audit template needs. `links` (served pages only) holds the URLs of the
-    JSON report, the /examples resource and the gallery's previous and next pages."""
+    JSON report and the /examples resource, and `gallery_page(offset)`, the URL of the page
+    whose gallery starts there (for the previous and next links)."""
     model, data = report.get("model", {}), report.get("dataset", {})
     chosen = chosen_epsilon(report, epsilon)
+    shown = gallery(report, images, offset=gallery_offset, size=gallery_size)
+    links = dict(links or {})
+    page = links.pop("gallery_page", None)
+    if page is not None:
+        links["previous"] = page(max(0, gallery_offset - gallery_size)) if gallery_offset \
+            else None
+        links["next"] = page(gallery_offset + gallery_size) \
+            if gallery_offset + gallery_size < shown["total"] else None
     taus = sorted({t for r in report["results"] for t in r.get("silent_error_rate", {})},
                   key=float)
     checks = report.get("checks", [])
@@ -237,8 +246,8 @@ def audit_context(report: dict, images: Images | None = None, *,
         "training": model.get("training"),
         "chosen": chosen,
         "plots": _plots(report, chosen),
-        "gallery": gallery(report, images, offset=gallery_offset, size=gallery_size),
+        "gallery": shown,
         "provenance": json.dumps(report.get("provenance", {}), indent=1, sort_keys=True),
         "spec": json.dumps(report.get("spec", {}), indent=1, sort_keys=True),
-        "links": links or {},
+        "links": links,
     }

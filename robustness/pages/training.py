@@ -15,21 +15,17 @@ def training_context(card: dict, *, status: str | None = None, job_id: str | Non
     t = card.get("training") or {}
     meta = card.get("metadata") or {}
     history = t.get("history") or []
-    phases = list(dict.fromkeys(h.get("phase", t.get("method")) for h in history))
     marks: list[tuple[int, str]] = []
-    co = t.get("catastrophic_overfitting")
+    # The card's record of the collapse; a running job's history flags it epoch by epoch.
+    co = t.get("catastrophic_overfitting") or next(
+        ({"epoch": h["epoch"]} for h in history if h.get("catastrophic_overfitting")), None)
     if co:
         marks.append((co["epoch"], f"catastrophic overfitting (epoch {co['epoch']})"))
-    elif any(h.get("catastrophic_overfitting") for h in history):
-        first = next(h for h in history if h.get("catastrophic_overfitting"))
-        marks.append((first["epoch"], f"catastrophic overfitting (epoch {first['epoch']})"))
     if t.get("selected_epoch") and t.get("checkpoint") == "best":
         marks.append((t["selected_epoch"], f"selected checkpoint (epoch {t['selected_epoch']})"))
-    main = [h for h in history if h.get("phase", t.get("method")) == (t.get("method") or
-                                                                       (phases or [None])[-1])]
-    epochs = [h["epoch"] for h in main] or [h["epoch"] for h in history]
-    series_rows = main or history
-    plot = plots.history(epochs, [
+    # A distillation job's history has the teacher's epochs first (phase "teacher").
+    series_rows = [h for h in history if h.get("phase") != "teacher"]
+    plot = plots.history([h["epoch"] for h in series_rows], [
         ("training loss", [("loss", [h.get("loss") for h in series_rows])]),
         ("held-out accuracy", [(name, [h.get(key) for h in series_rows]) for key, name in
                                (("clean_accuracy", "clean"), ("fgsm_accuracy", "FGSM"),

@@ -9,7 +9,6 @@ from urllib.parse import quote, urlencode
 from fastapi import Header, Query, Response
 from fastapi.responses import HTMLResponse
 
-from robustness.evaluation.examples import matching_records
 from robustness.evaluation.report_schema import Report
 from robustness.http_models import Comparison, ExamplePage
 from robustness.spec import AuditSpec
@@ -117,15 +116,11 @@ def get_report_html(gw: GatewayDep, who: Reader, audit_id: str,
             query["epsilon"] = epsilon
         return f"{base}/report.html?{urlencode(query)}#gallery"
 
-    total = len(matching_records(report, **GALLERY_FILTERS))
-    links = {"report": f"{base}/report",
+    links = {"report": f"{base}/report", "gallery_page": page,
              "examples": f"{base}/examples?" + urlencode({
                  **{k: str(v).lower() if isinstance(v, bool) else v
                     for k, v in GALLERY_FILTERS.items()},
-                 "offset": gallery_offset, "limit": gallery_size}),
-             "previous": page(max(0, gallery_offset - gallery_size)) if gallery_offset else None,
-             "next": page(gallery_offset + gallery_size)
-             if gallery_offset + gallery_size < total else None}
+                 "offset": gallery_offset, "limit": gallery_size})}
     try:
         return HTMLResponse(render_audit_page(report, images, epsilon=epsilon,
                                               gallery_offset=gallery_offset,
