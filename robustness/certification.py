@@ -15,6 +15,7 @@ from robustness.audit import check_model_fits_data, metadata_for_data, model_inf
 from robustness.data import load_dataset
 from robustness.devices import pick_device
 from robustness.evaluation.report import versions
+from robustness.memory import PeakMemory
 from robustness.models import ModelMetadata, load_model
 from robustness.smoothing import (
     Progress,
@@ -34,6 +35,13 @@ def certify_dataset(model, data, spec: CertifySpec, *, device=None,
                     progress: Progress | None = None, model_extra: dict | None = None) -> dict:
     check_model_fits_data(model, data)
     device = pick_device(device) if not isinstance(device, torch.device) else device
+    with PeakMemory(device) as memory:
+        report = _certify(model, data, spec, device, progress, model_extra)
+    report["provenance"]["memory"] = memory.figures()
+    return report
+
+
+def _certify(model, data, spec: CertifySpec, device, progress, model_extra) -> dict:
     num_classes = model.metadata.num_classes
     batch = spec.batch_size or auto_batch(tuple(data.x.shape[1:]), max(spec.n0, spec.n))
     total = len(data.y)

@@ -202,3 +202,28 @@ def test_an_attacks_batch_size_bounds_its_calls_and_keeps_its_figures(digits_mod
     for a, b in zip(split["examples"]["minimal_norm"]["deepfool"],
                     whole["examples"]["minimal_norm"]["deepfool"]):
         assert (a is None) == (b is None) and (a is None or math.isclose(a, b, rel_tol=1e-4))
+
+
+def test_peak_memory_catches_a_transient_allocation_and_goes_in_the_provenance(digits_model):
+    """The OS keeps only a lifetime peak: a 200 MB tensor made and freed inside the window is
+    seen by the sampler, and the resident set falls back once it is freed."""
+    import time
+
+    from robustness.data import load_dataset
+    from robustness.evaluation import run_sweep
+    from robustness.memory import PeakMemory
+    from robustness.spec import parse_audit_spec
+
+    with PeakMemory() as memory:
+        big = torch.ones(50_000_000)  # 200 MB
+        time.sleep(0.1)
+        del big
+    f = memory.figures()
+    assert f["rss_peak_bytes"] - f["rss_start_bytes"] >= 150_000_000
+    assert f["rss_end_bytes"] - f["rss_start_bytes"] < 50_000_000
+    assert f["cuda_peak_allocated_bytes"] is None
+    spec = parse_audit_spec({"dataset": {"name": "digits", "n": 50},
+                             "attacks": [{"name": "fgsm"}], "epsilons": [0.1]})
+    report = run_sweep(digits_model, load_dataset(spec.dataset), spec, device="cpu").report
+    m = report["provenance"]["memory"]
+    assert m["rss_peak_bytes"] >= max(m["rss_start_bytes"], m["rss_end_bytes"]) > 100_000_000

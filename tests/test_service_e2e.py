@@ -135,6 +135,8 @@ def test_report_equals_a_direct_library_call(client, audit, model_file):
         np.testing.assert_allclose(col["confidence"], other["confidence"], rtol=0, atol=1e-5)
         np.testing.assert_allclose(col["l2"], other["l2"], rtol=0, atol=1e-5)
     assert report["model"]["sha256"] == direct["model"]["sha256"]
+    # The worker's sandbox measured the audit's memory (robustness.memory).
+    assert report["provenance"]["memory"]["rss_peak_bytes"] > 100_000_000
     page = client.get(f"/v1/audits/{audit['id']}/report.html")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert f"Clean accuracy {100 * report['clean']['accuracy']:.1f}%" in page.text

@@ -257,6 +257,8 @@ def test_the_certification_page_plots_both_bounds_and_escapes_user_strings(digit
                                "attack": {"steps": 5, "draws": 4, "n": 200}})
     report = certify_dataset(digits_model, data, spec, device="cpu",
                              model_extra={"name": "<img src=x onerror=alert(1)>"})
+    memory = report["provenance"]["memory"]  # robustness.memory: the certification's peak
+    assert memory["rss_peak_bytes"] >= max(memory["rss_start_bytes"], memory["rss_end_bytes"])
     page = render_certification_page(report)
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     # One plot; its alt text gives every point of both curves, which the table repeats.

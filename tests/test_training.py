@@ -285,6 +285,8 @@ def test_cli_train_then_audit_loads_the_card(tmp_path, capsys):
     assert len(card["training"]["history"]) == 3
     from robustness.models import file_sha256
     assert card["weights"]["sha256"] == file_sha256(out / "model.safetensors")
+    memory = card["provenance"]["memory"]  # robustness.memory: the training's peak
+    assert memory["rss_peak_bytes"] >= max(memory["rss_start_bytes"], memory["rss_end_bytes"])
     audit_spec = tmp_path / "audit.json"
     audit_spec.write_text(json.dumps({"dataset": {"name": "digits", "n": 100},
                                       "attacks": [{"name": "fgsm"}], "epsilons": [0.0, EPS]}))

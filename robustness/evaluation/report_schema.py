@@ -111,6 +111,10 @@ class Provenance(Open):
     seconds: float
     attack_seconds: dict[str, float]
     finished_at: str
+    memory: dict[str, int | None] | None = Field(
+        default=None, description="the audit's peak memory: the process's resident set at the "
+        "start, its peak (sampled) and at the end, and CUDA's peak of allocated bytes (null "
+        "on the CPU); null figures where the OS does not tell")
 
 
 class Check(Open):

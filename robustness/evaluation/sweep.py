@@ -24,6 +24,7 @@ from robustness.evaluation.gate import evaluate_gate
 from robustness.evaluation.metrics import Records
 from robustness.evaluation.per_class import per_class
 from robustness.evaluation.report import build_report
+from robustness.memory import PeakMemory
 from robustness.spec import AuditSpec
 
 Progress = Callable[[int, int, str], None]
@@ -91,9 +92,18 @@ def _attack_at(attack, model, xb, yb, eps, generator, clean_logits, prev_x, prev
 
 def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress | None = None,
               collect_adversarial: bool = False, model_info: dict | None = None) -> AuditResult:
-    """Audit `model` (inputs in [0,1], logits out) on `data` (x, y, indices, description)."""
+    """Audit `model` (inputs in [0,1], logits out) on `data` (x, y, indices, description).
+    The provenance's `memory` holds the audit's peak memory (robustness.memory)."""
     check_against_data(spec, data.x)
     device = pick_device(device) if not isinstance(device, torch.device) else device
+    with PeakMemory(device) as memory:
+        result = _sweep(model, data, spec, device, progress, collect_adversarial, model_info)
+    result.report["provenance"]["memory"] = memory.figures()
+    return result
+
+
+def _sweep(model, data, spec: AuditSpec, device, progress, collect_adversarial,
+           model_info) -> AuditResult:
     started = time.perf_counter()
     labels = spec.attack_labels()
     units_per_batch = sum(a.runs(spec.grid(a)) for a in spec.attacks)

@@ -20,6 +20,7 @@ from robustness.data.base import digest
 from robustness.devices import pick_device
 from robustness.errors import SpecError
 from robustness.evaluation.report import versions
+from robustness.memory import PeakMemory
 from robustness.models import Classifier, ModelMetadata, build_model, save_state_dict
 from robustness.models.loading import file_sha256
 from robustness.training import methods
@@ -104,9 +105,17 @@ def train_from_spec(spec: TrainingSpec, *, data_root=None, device=None,
                     teacher: Classifier | None = None, progress: Progress | None = None,
                     log: Callable[[dict], None] | None = None) -> TrainingResult:
     """Train the spec's model. `teacher` is an existing model for distillation (else one is
-    trained here first); `log` sees each epoch's history entry as it is made."""
-    started = time.perf_counter()
+    trained here first); `log` sees each epoch's history entry as it is made. The card's
+    provenance holds the training's peak memory (robustness.memory)."""
     device = pick_device(device)
+    with PeakMemory(device) as memory:
+        result = _train(spec, data_root, device, teacher, progress, log)
+    result.card["provenance"]["memory"] = memory.figures()
+    return result
+
+
+def _train(spec: TrainingSpec, data_root, device, teacher, progress, log) -> TrainingResult:
+    started = time.perf_counter()
     data = load_dataset(spec.dataset, data_root)
     (x, y), (x_val, y_val) = _split(spec, data)
     meta = _metadata(spec, data)
