@@ -1,0 +1,162 @@
+"""The same attack on the same model, examples and batch, with this project and its peers
+(torchattacks, ART, Foolbox) and the compute floor, in one process and one run: time ratios
+and robust accuracies (issue 17's harness).
+
+    .venv/bin/python bench/peers.py --data-root ../shared/data [--n 1000] [--batch 250] \\
+        [--cases pgd,sweep] [--seeds 1]
+
+Models: a normally trained `wong_mnist` and its FGSM-AT successor (the README recipe), trained
+by bench/report_pages.py into out/report-pages/ if not there yet. Cases:
+
+- `pgd`: single-ε PGD-40 (L∞, ε=0.3, step 0.01, one random start) with every library, and the
+  floor: 40 forward+backward passes w.r.t. the input on the same batches.
+- `sweep`: a 9-point ε-sweep (0 to 0.4) of FGSM + PGD-40: one audit of ours (robustness'
+  run_sweep: records, checks and all) against torchattacks run once per ε.
+
+Not yet here: the `standard` preset against pyautoattack (bench/autoattack_mnist.py has it),
+CW-L2, and the CIFAR-size ResNet-18.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report_pages import FGSM_AT, NORMAL, trained
+
+EPS, STEPS, ALPHA = 0.3, 40, 0.01
+GRID = [round(0.05 * i, 2) for i in range(9)]
+
+
+def batches(x, y, size):
+    for i in range(0, len(x), size):
+        yield x[i:i + size], y[i:i + size]
+
+
+def accuracy(model, x_adv, y) -> float:
+    with torch.no_grad():
+        return float((model(x_adv).argmax(1) == y).float().mean())
+
+
+def timed(fn):
+    started = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - started
+
+
+def floor(model, x, y, batch, passes):
+    for xb, yb in batches(x, y, batch):
+        for _ in range(passes):
+            xi = xb.clone().requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(model(xi), yb)
+            torch.autograd.grad(loss, xi)
+
+
+def pgd_case(model, x, y, batch, seed) -> dict:
+    from robustness.attacks import LinfBall, pgd
+
+    rows = {}
+    _, rows["floor"] = timed(lambda: floor(model, x, y, batch, STEPS))
+
+    def run(attack):
+        torch.manual_seed(seed)
+        adv, seconds = timed(lambda: torch.cat([attack(xb, yb) for xb, yb in
+                                                batches(x, y, batch)]))
+        assert float((adv - x).abs().max()) <= EPS + 1e-5
+        return {"seconds": seconds, "accuracy": accuracy(model, adv, y)}
+
+    generator = torch.Generator().manual_seed(seed)
+    rows["ours"] = run(lambda xb, yb: pgd(model, xb, yb, LinfBall(EPS), steps=STEPS,
+                                          step_size=ALPHA, generator=generator))
+    import torchattacks
+
+    rows["torchattacks"] = run(torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS,
+                                                random_start=True))
+    from art.attacks.evasion import ProjectedGradientDescentPyTorch
+    from art.estimators.classification import PyTorchClassifier
+
+    art_model = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(),
+                                  input_shape=tuple(x.shape[1:]), nb_classes=10,
+                                  clip_values=(0.0, 1.0), device_type="cpu")
+    art_pgd = ProjectedGradientDescentPyTorch(art_model, norm="inf", eps=EPS, eps_step=ALPHA,
+                                              max_iter=STEPS, num_random_init=1,
+                                              batch_size=batch, verbose=False)
+    rows["art"] = run(lambda xb, yb: torch.from_numpy(
+        art_pgd.generate(xb.numpy(), y=yb.numpy())))
+    import foolbox
+
+    fmodel = foolbox.PyTorchModel(model, bounds=(0, 1))
+    fb_pgd = foolbox.attacks.LinfPGD(abs_stepsize=ALPHA, steps=STEPS, random_start=True)
+    rows["foolbox"] = run(lambda xb, yb: fb_pgd(fmodel, xb, yb, epsilons=EPS)[1])
+    return rows
+
+
+def sweep_case(model, data, batch, seed) -> dict:
+    import torchattacks
+
+    from robustness.evaluation import run_sweep
+    from robustness.spec import parse_audit_spec
+
+    spec = parse_audit_spec({"dataset": {"name": "mnist", "split": "test", "n": len(data.y)},
+                             "attacks": [{"name": "fgsm"},
+                                         {"name": "pgd", "steps": STEPS, "step_size": ALPHA}],
+                             "epsilons": GRID, "batch_size": batch, "seed": seed})
+    report, ours = timed(lambda: run_sweep(model, data, spec, device="cpu").report)
+    mine = {(r["label"], r["epsilon"]): r["accuracy"] for r in report["results"]}
+    x, y = data.x, data.y
+    theirs, seconds = {}, 0.0
+    torch.manual_seed(seed)
+    for eps in GRID:
+        for name, attack in (("fgsm", torchattacks.FGSM(model, eps=eps)),
+                             ("pgd", torchattacks.PGD(model, eps=eps, alpha=ALPHA, steps=STEPS,
+                                                      random_start=True))):
+            adv, s = timed(lambda attack=attack: torch.cat(
+                [attack(xb, yb) for xb, yb in batches(x, y, batch)]))
+            seconds += s
+            theirs[(name, eps)] = accuracy(model, adv, y)
+    return {"ours_seconds": ours, "torchattacks_seconds": seconds,
+            "ours_checks_seconds": report["provenance"].get("checks_seconds"),
+            "accuracy": {f"{k[0]} {k[1]:g}": [mine[k], theirs[k]] for k in sorted(mine)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--cases", default="pgd,sweep")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--models", default="out/report-pages")
+    parser.add_argument("--out", default="out/peers.json")
+    args = parser.parse_args()
+    from robustness.data import load_dataset
+    from robustness.models import ModelMetadata, load_model
+    from robustness.spec import DatasetSpec
+
+    data = load_dataset(DatasetSpec(name="mnist", split="test", n=args.n), args.data_root)
+    results = {"n": args.n, "batch": args.batch, "threads": torch.get_num_threads(),
+               "torch": torch.__version__}
+    for name, spec in (("normal", NORMAL), ("fgsm-at", FGSM_AT)):
+        weights = trained(spec, Path(args.models) / name, args.data_root)
+        meta = ModelMetadata.model_validate(
+            json.loads(weights.with_suffix(".json").read_text())["metadata"])
+        model = load_model(weights, meta, device="cpu").eval().requires_grad_(False)
+        for case in args.cases.split(","):
+            for seed in range(args.seeds):
+                fn = pgd_case if case == "pgd" else sweep_case
+                arg = (data.x, data.y) if case == "pgd" else (data,)
+                row = fn(model, *arg, args.batch, seed)
+                results.setdefault(name, {}).setdefault(case, []).append(row)
+                print(name, case, seed, json.dumps(row), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
