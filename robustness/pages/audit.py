@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from robustness.evaluation.examples import select_columns
+from robustness.evaluation.gate import worst_check
 from robustness.pages import plots
 from robustness.pages.gallery import GALLERY_SIZE, Images, gallery
 
@@ -232,16 +233,14 @@ def audit_context(report: dict, images: Images | None = None, *,
     taus = sorted({t for r in report["results"] for t in r.get("silent_error_rate", {})},
                   key=float)
     checks = report.get("checks", [])
-    worst_check = ("fail" if any(c["status"] == "fail" for c in checks) else
-                   "warn" if any(c["status"] == "warn" for c in checks) else
-                   "pass" if checks else None)
     return {
         "title": f"Robustness report: {model.get('name') or model.get('architecture') or 'model'}",
         "model": model, "dataset": data, "n": len(report["examples"]["index"]),
         "clean": report["clean"], "results": report["results"], "taus": taus,
         "worst_case": report.get("worst_case", []),
         "minimal": report.get("minimal_perturbation", []),
-        "gate": report.get("gate"), "checks": checks, "worst_check": worst_check,
+        "gate": report.get("gate"), "checks": checks,
+        "worst_check": worst_check(report) if checks else None,
         "threat_model": threat_model(report),
         "training": model.get("training"),
         "chosen": chosen,

@@ -45,10 +45,10 @@ def comparison_context(audits: list[tuple[str, dict]], tolerance: float = 0.01) 
         "Robust accuracy against ε of " + ", ".join(names) + ": " + "; ".join(
             f"{name} clean {100 * rep['clean']['accuracy']:.1f}%" for name, (_, rep)
             in zip(names, audits))))
-    flip_panels = []
-    for (oid, other, cmp), name in zip(comparisons, names[1:]):
+    flip_panels, wa = [], worst_case(base)
+    for (_, other, _), name in zip(comparisons, names[1:]):
+        wb = worst_case(other)
         for norm in norms:
-            wa, wb = worst_case(base), worst_case(other)
             broken, fixed = [], []
             for (n, e) in sorted(k for k in wa if k in wb and k[0] == norm):
                 pairs = list(zip(wa[(n, e)], wb[(n, e)]))

@@ -82,7 +82,7 @@ def amplified(delta: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 def _top(classes: list[int], confidences: list[float], names: list[str] | None,
          truth: int) -> list[dict]:
-    return [{"class": c, "name": names[c] if names and 0 <= c < len(names) else str(c),
+    return [{"class": c, "name": _name(names, c),
              "confidence": p, "true": c == truth} for c, p in zip(classes, confidences)]
 
 
