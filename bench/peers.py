@@ -3,7 +3,7 @@
 and robust accuracies (issue 17's harness).
 
     .venv/bin/python bench/peers.py --data-root ../shared/data [--n 1000] [--batch 250] \\
-        [--cases pgd,sweep] [--seeds 1]
+        [--cases pgd,sweep,cw] [--seeds 1]
 
 Models: a normally trained `wong_mnist` and its FGSM-AT successor (the README recipe), trained
 by bench/report_pages.py into out/report-pages/ if not there yet. Cases:
@@ -11,10 +11,14 @@ by bench/report_pages.py into out/report-pages/ if not there yet. Cases:
 - `pgd`: single-ε PGD-40 (L∞, ε=0.3, step 0.01, one random start) with every library, and the
   floor: 40 forward+backward passes w.r.t. the input on the same batches.
 - `sweep`: a 9-point ε-sweep (0 to 0.4) of FGSM + PGD-40: one audit of ours (robustness'
-  run_sweep: records, checks and all) against torchattacks run once per ε.
+  run_sweep: records, checks and all; PGD's breaking-ε search) against torchattacks run once
+  per ε. With `--seeds k`, the seed averages of the time ratio and of the accuracy gaps.
 
-Not yet here: the `standard` preset against pyautoattack (bench/autoattack_mnist.py has it),
-CW-L2, and the CIFAR-size ResNet-18.
+- `cw`: CW-L2, torchattacks' CW (c=1, 100 steps) against ours with CW_OURS; success and
+  mean L2 (on each one's successes and on the common ones). Not yet tuned to its target.
+
+Not yet here: the `standard` preset against pyautoattack (bench/autoattack_mnist.py has it)
+and the CIFAR-size ResNet-18.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report_pages import FGSM_AT, NORMAL, trained
 
 EPS, STEPS, ALPHA = 0.3, 40, 0.01
+# Ours in the CW case: the library's CW-L2 with these parameters.
+CW_OURS = {"steps": 100, "binary_search_steps": 1, "lr": 0.05}
 GRID = [round(0.05 * i, 2) for i in range(9)]
 
 
@@ -125,6 +131,50 @@ def sweep_case(model, data, batch, seed) -> dict:
             "accuracy": {f"{k[0]} {k[1]:g}": [mine[k], theirs[k]] for k in sorted(mine)}}
 
 
+def cw_case(model, x, y, batch, seed, ours: dict) -> dict:
+    """CW-L2: torchattacks' CW (c=1, κ=0, 100 Adam steps, lr 0.01: its documented setting)
+    against ours with `ours`'s parameters; success on clean-correct examples and the mean L2
+    of the adversarials, on each one's successes and on those both found."""
+    import torchattacks
+
+    from robustness.attacks import carlini_wagner_l2
+
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    x, y = x[correct], y[correct]
+    torch.manual_seed(seed)
+    mine, s_ours = timed(lambda: torch.cat([carlini_wagner_l2(model, xb, yb, **ours)[0]
+                                            for xb, yb in batches(x, y, batch)]))
+    attack = torchattacks.CW(model, c=1, kappa=0, steps=100, lr=0.01)
+    theirs, s_theirs = timed(lambda: torch.cat([attack(xb, yb) for xb, yb in
+                                                batches(x, y, batch)]))
+    out = {"ours_seconds": s_ours, "torchattacks_seconds": s_theirs, "ours_params": ours}
+    found = {}
+    for name, adv in (("ours", mine), ("torchattacks", theirs)):
+        with torch.no_grad():
+            found[name] = model(adv).argmax(1) != y
+        l2 = (adv - x).flatten(1).norm(dim=1)
+        out[f"{name}_success"] = float(found[name].float().mean())
+        out[f"{name}_mean_l2"] = float(l2[found[name]].mean())
+        found[name + "_l2"] = l2
+    both = found["ours"] & found["torchattacks"]
+    out["both_mean_l2"] = [float(found["ours_l2"][both].mean()),
+                           float(found["torchattacks_l2"][both].mean())]
+    return out
+
+
+def sweep_summary(runs: list[dict]) -> dict:
+    """Seed averages: the time ratio, and per (attack, ε) our accuracy minus torchattacks'
+    (the target: at most +0.2 pp everywhere)."""
+    keys = runs[0]["accuracy"]
+    gaps = {k: sum(r["accuracy"][k][0] - r["accuracy"][k][1] for r in runs) / len(runs)
+            for k in keys}
+    return {"ratio": sum(r["ours_seconds"] for r in runs)
+            / sum(r["torchattacks_seconds"] for r in runs),
+            "accuracy_gap_pp": {k: round(100 * v, 2) for k, v in gaps.items()},
+            "largest_gap_pp": round(100 * max(gaps.values()), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", required=True)
@@ -149,11 +199,19 @@ def main() -> None:
         model = load_model(weights, meta, device="cpu").eval().requires_grad_(False)
         for case in args.cases.split(","):
             for seed in range(args.seeds):
-                fn = pgd_case if case == "pgd" else sweep_case
-                arg = (data.x, data.y) if case == "pgd" else (data,)
-                row = fn(model, *arg, args.batch, seed)
+                if case == "cw":
+                    row = cw_case(model, data.x, data.y, args.batch, seed, CW_OURS)
+                elif case == "pgd":
+                    row = pgd_case(model, data.x, data.y, args.batch, seed)
+                else:
+                    row = sweep_case(model, data, args.batch, seed)
                 results.setdefault(name, {}).setdefault(case, []).append(row)
                 print(name, case, seed, json.dumps(row), flush=True)
+    for name in ("normal", "fgsm-at"):
+        runs = results.get(name, {}).get("sweep")
+        if runs:
+            results[name]["sweep_summary"] = summary = sweep_summary(runs)
+            print(name, "sweep over", len(runs), "seeds", json.dumps(summary), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
 

@@ -160,18 +160,29 @@ class AttackBase(Strict):
             return None
         return self.model_copy(update={"steps": 2 * self.steps})
 
+    def sweep(self, model, x, y, grid: list[float], *, generator=None, clean_logits=None):
+        """Adversarial inputs at every ε of the ascending `grid` in one go, where the attack
+        has a cheaper way than ε by ε (FGSM's one gradient, PGD's breaking-ε search); None:
+        the sweep runs it at each ε."""
+        return
+
     def run_batched(self, model, x, y, eps: float | None = None, *, generator=None,
-                    clean_logits=None, traced: bool = False):
+                    clean_logits=None, traced: bool = False, **options):
         """`run` (or `run_traced`) in chunks of this attack's `batch_size` (all of x at once
-        when unset)."""
+        when unset); `options` go to `run`."""
         run = self.run_traced if traced else self.run
         size = self.batch_size or len(x)
         if size >= len(x):
-            return run(model, x, y, eps, generator=generator, clean_logits=clean_logits)
+            return run(model, x, y, eps, generator=generator, clean_logits=clean_logits,
+                       **options)
         import torch
 
-        parts = [run(model, x[i:i + size], y[i:i + size], eps, generator=generator,
-                     clean_logits=None if clean_logits is None else clean_logits[i:i + size])
+        parts = [run(model, x[i:i + size], y[i:i + size],
+                     eps[i:i + size] if isinstance(eps, torch.Tensor) else eps,
+                     generator=generator,
+                     clean_logits=None if clean_logits is None else clean_logits[i:i + size],
+                     **{k: v[i:i + size] if hasattr(v, "shape") else v
+                        for k, v in options.items()})
                  for i in range(0, len(x), size)]
         if isinstance(parts[0], tuple):  # (x_min, found), (x_adv, stage): per column
             return tuple(torch.cat(columns) for columns in zip(*parts))
@@ -187,13 +198,13 @@ class GradientAttack(AttackBase):
                      "(for models that are random at inference; 1: off)")
 
     def run_batched(self, model, x, y, eps=None, *, generator=None, clean_logits=None,
-                    traced=False):
+                    traced=False, **options):
         if self.eot > 1:
             from robustness.attacks import expectation
 
             model, clean_logits = expectation(model, self.eot), None
         return super().run_batched(model, x, y, eps, generator=generator,
-                                   clean_logits=clean_logits, traced=traced)
+                                   clean_logits=clean_logits, traced=traced, **options)
 
 
 class FGSMSpec(GradientAttack):
@@ -208,10 +219,28 @@ class FGSMSpec(GradientAttack):
         return self.eot
 
     def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
-        from robustness.attacks import fgsm, threat_model
+        return self.sweep(model, x, y, [eps], clean_logits=clean_logits)[0]
 
-        return fgsm(model, x, y, threat_model(self.norm, eps), loss=self.loss,
-                    clean_logits=clean_logits)
+    def sweep(self, model, x, y, grid, *, generator=None, clean_logits=None):
+        import torch
+
+        from robustness.attacks import expectation
+        from robustness.attacks.fgsm import fgsm_grid
+
+        if self.eot > 1:
+            model, clean_logits = expectation(model, self.eot), None
+        size = self.batch_size or len(x)
+        parts = [fgsm_grid(model, x[i:i + size], y[i:i + size], self.norm, grid,
+                           loss=self.loss, clean_logits=None if clean_logits is None
+                           else clean_logits[i:i + size]) for i in range(0, len(x), size)]
+        return [torch.cat(column) for column in zip(*parts)]
+
+
+def _predicted(model, x):
+    import torch
+
+    with torch.no_grad():
+        return model(x).argmax(1)
 
 
 class PGDSpec(GradientAttack):
@@ -226,6 +255,13 @@ class PGDSpec(GradientAttack):
     loss: Literal["ce", "margin"] = "ce"
     targets: int = Field(default=0, ge=0, le=999, description="0: untargeted; k: towards "
                          "the k classes the model ranks highest after the true one, in turn")
+    search: bool = Field(default=True, description="find each example's breaking ε instead "
+                         "of attacking it at every ε (robustness.evaluation.search); false: "
+                         "a full attack at every ε")
+
+    # Steps of ascent towards the class an adversarial is taken for, which push it on at
+    # each ε from its breaking ε up (search only).
+    refine_steps: ClassVar[int] = 3
 
     @property
     def passes_per_example(self) -> int:
@@ -237,15 +273,43 @@ class PGDSpec(GradientAttack):
 
     def resolved(self, grid: list[float]) -> dict:
         return {**super().resolved(grid),
-                "step_size": {str(e): self.step_size_at(e) for e in grid if e > 0}}
+                "step_size": {str(e): self.step_size_at(e) for e in grid if e > 0},
+                **({"refine_steps": self.refine_steps} if self.search else {})}
 
-    def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
+    def run(self, model, x, y, eps, *, generator=None, clean_logits=None,
+            until_broken: bool = False, start=None, aim=None, steps: int | None = None):
+        """`start` (a δ per row) replaces the random start, for one run of `steps`,
+        untargeted or towards `aim` (the search's shrinking and refining runs)."""
         from robustness.attacks import pgd, threat_model
 
+        if start is not None:
+            return pgd(model, x, y, threat_model(self.norm, eps), start=start, aim=aim,
+                       steps=steps or self.steps, step_size=self.step_size_at(eps),
+                       loss=self.loss, clean_logits=clean_logits, until_broken=until_broken)
         return pgd(model, x, y, threat_model(self.norm, eps), steps=self.steps,
                    step_size=self.step_size_at(eps), restarts=self.restarts,
                    random_start=self.random_start, loss=self.loss, targets=self.targets,
-                   generator=generator, clean_logits=clean_logits)
+                   generator=generator, clean_logits=clean_logits, until_broken=until_broken)
+
+    def sweep(self, model, x, y, grid, *, generator=None, clean_logits=None):
+        if not self.search or len(grid) < 2:
+            return None
+        import torch
+
+        from robustness.evaluation.search import breaking_search
+
+        def run(rows, eps, **options):
+            return self.run_batched(model, x[rows], y[rows], eps, generator=generator,
+                                    clean_logits=clean_logits[rows], **options)
+
+        return breaking_search(
+            model, x, y, grid, self.norm, clean_logits=clean_logits,
+            probe=lambda rows, eps: run(rows, eps, until_broken=True),
+            shrink=lambda rows, eps: run(rows, eps, until_broken=True,
+                                         start=torch.zeros_like(x[rows])),
+            refine=lambda rows, eps, x_start: run(rows, eps, start=x_start - x[rows],
+                                                  aim=_predicted(model, x_start),
+                                                  steps=min(self.refine_steps, self.steps)))
 
 
 class APGDSpec(GradientAttack):

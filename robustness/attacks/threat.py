@@ -3,6 +3,9 @@
 PGD is written once against this interface (random start, ascent step, projection), so every
 norm shares one loop. Clamping x + δ into [0, 1] only shrinks |δ_i|, so a projected-then-clamped
 δ stays inside the ball.
+
+ε is a number, or a tensor with one radius per example: the breaking-ε search attacks
+examples at different ε in one batch (`rows` narrows such a ball to a subset of them).
 """
 
 from __future__ import annotations
@@ -15,6 +18,14 @@ def _per_example(v: torch.Tensor) -> torch.Tensor:
     return v.view(v.shape[0], 1, 1, 1)
 
 
+def per_example(v, rows: torch.Tensor | None = None):
+    """A number as is; a per-example tensor [B] (narrowed to `rows`) shaped to broadcast
+    over [B, C, H, W]."""
+    if not isinstance(v, torch.Tensor):
+        return v
+    return _per_example(v if rows is None else v[rows])
+
+
 def flat_norm(delta: torch.Tensor, p: float) -> torch.Tensor:
     return delta.flatten(1).norm(p=p, dim=1)
 
@@ -22,8 +33,12 @@ def flat_norm(delta: torch.Tensor, p: float) -> torch.Tensor:
 class ThreatModel:
     norm: str
 
-    def __init__(self, eps: float):
-        self.eps = float(eps)
+    def __init__(self, eps: float | torch.Tensor):
+        self.eps = eps if isinstance(eps, torch.Tensor) else float(eps)
+
+    def rows(self, rows: torch.Tensor) -> ThreatModel:
+        """The same ball for a subset of the examples."""
+        return self if not isinstance(self.eps, torch.Tensor) else type(self)(self.eps[rows])
 
     def random_init(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
@@ -49,13 +64,14 @@ class LinfBall(ThreatModel):
 
     def random_init(self, x, generator):
         u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-        return (2 * u - 1) * self.eps
+        return (2 * u - 1) * per_example(self.eps)
 
     def step(self, grad, step_size):
-        return step_size * grad.sign()
+        return per_example(step_size) * grad.sign()
 
     def project(self, delta):
-        return delta.clamp(-self.eps, self.eps)
+        eps = per_example(self.eps)
+        return delta.clamp(-eps, eps)
 
     def size(self, delta):
         return flat_norm(delta, float("inf"))
@@ -71,7 +87,7 @@ class L2Ball(ThreatModel):
         return g / _per_example(flat_norm(g, 2).clamp_min(1e-12)) * _per_example(r * self.eps)
 
     def step(self, grad, step_size):
-        return step_size * grad / _per_example(flat_norm(grad, 2).clamp_min(1e-12))
+        return per_example(step_size) * grad / _per_example(flat_norm(grad, 2).clamp_min(1e-12))
 
     def project(self, delta):
         n = flat_norm(delta, 2)
@@ -84,5 +100,5 @@ class L2Ball(ThreatModel):
 THREAT_MODELS = {"linf": LinfBall, "l2": L2Ball}
 
 
-def threat_model(norm: str, eps: float) -> ThreatModel:
+def threat_model(norm: str, eps: float | torch.Tensor) -> ThreatModel:
     return THREAT_MODELS[norm](eps)

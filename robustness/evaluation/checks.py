@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from robustness.attacks import pgd, square, threat_model
 
 SAMPLE = 100
+MIN_PROBED = 20  # fewer examples than this tell the probing checks nothing
 PROBE_STEPS = 20
 PROBE_QUERIES = 300
 
@@ -281,9 +282,10 @@ def preprocessing(model, data, accuracy: float) -> dict | None:
 
 
 def _black_box_of_audit(model, x, y, clean_ok, spec, bounded, broken_at, stages, m, norm,
-                        probing, generator):
+                        probed: int, generator):
     """black_box at a norm's largest ε, from the audit's Square if it ran one (alone or as a
-    cascade's stage, which sees exactly the examples the gradient stages left)."""
+    cascade's stage, which sees exactly the examples the gradient stages left); else from a
+    short Square on the first `probed` examples (0: none paid for)."""
     largest = max(e for a, _ in bounded if a.norm == norm for e in spec.grid(a))
     if largest <= 0:
         return None
@@ -308,11 +310,14 @@ def _black_box_of_audit(model, x, y, clean_ok, spec, bounded, broken_at, stages,
             squares.append(stage == square_at[0])
         else:
             gradient.append(broken(label))
-    if not gradient or (not squares and not probing):
+    if not gradient or (not squares and not probed):
         return None
     robust = ~torch.stack(gradient).any(0) & clean_ok
-    square_broken = torch.stack(squares).any(0) if squares else None
-    return black_box(model, x, y, norm, largest, robust, square_broken, generator)
+    if squares:
+        return black_box(model, x, y, norm, largest, robust, torch.stack(squares).any(0),
+                         generator)
+    return black_box(model, x[:probed], y[:probed], norm, largest, robust[:probed], None,
+                     generator)
 
 
 def convergence(model, data, attack, label: str, eps: float, broken: list, rows: int,
@@ -377,18 +382,14 @@ def _convergence_of_audit(model, data, spec, results, bounded, broken_at, norm, 
     return convergence(model, data, attack, label, eps, broken, rows, generator, device)
 
 
-def audit_passes(spec, n: int) -> int:
-    """Example forward+backward passes the audit itself spent (the checks' budget is 10%)."""
-    return n * (1 + sum(a.passes_per_example * a.runs(spec.grid(a)) for a in spec.attacks))
-
-
 def run_checks(model, data, spec, report: dict, rounding: dict, stages: dict, *,
-               device) -> list[dict]:
+               device, spent: float) -> list[dict]:
     """Every applicable check, in the order docs/report.md lists them. The probes that
     attack (loss_disagreement, unbounded_epsilon: 3 × PROBE_STEPS passes per sampled example
     and norm; black_box without the audit's own Square: PROBE_QUERIES forward passes, a third
-    of a pass each) run only where together they cost at most a tenth of the audit; the
-    convergence check gets what is left of that tenth."""
+    of a pass each) run only where together they cost at most a tenth of the audit (`spent`:
+    the passes it spent, robustness.evaluation.passes); the convergence check gets what is
+    left of that tenth."""
     results, broken_at = report["results"], report["examples"]["broken_at"]
     generator = torch.Generator().manual_seed(spec.seed + 1)
     m = min(SAMPLE, len(data.x))
@@ -401,15 +402,18 @@ def run_checks(model, data, spec, report: dict, rounding: dict, stages: dict, *,
                if not a.minimum_norm]
     norms = sorted({a.norm for a, _ in bounded})
     per_example = (3 * PROBE_STEPS + PROBE_QUERIES / 3) * len(norms)
-    budget = 0.1 * audit_passes(spec, len(data.x))
-    probing = per_example * m <= budget
-    budget -= per_example * m if probing else 0
+    budget = 0.1 * spent
+    # The probes run on as many of the sample as the budget pays for, if that is enough.
+    probed = min(m, int(budget // per_example))
+    probing = probed >= MIN_PROBED
+    budget -= per_example * probed if probing else 0
+    xp, yp = x[:probed], y[:probed]
     for norm in norms:
         largest = max(e for a, _ in bounded if a.norm == norm for e in spec.grid(a))
         if probing and largest > 0:
-            checks.append(loss_disagreement(model, x, y, norm, largest, generator))
+            checks.append(loss_disagreement(model, xp, yp, norm, largest, generator))
         if probing:
-            checks.append(unbounded_epsilon(model, x, y, norm, first.shape[1], generator))
+            checks.append(unbounded_epsilon(model, xp, yp, norm, first.shape[1], generator))
         strongest = min((r for r in results if r["norm"] == norm and r["epsilon"] == largest
                          and any(lab == r["label"] for _, lab in bounded)),
                         key=lambda r: r["accuracy"], default=None)
@@ -417,7 +421,8 @@ def run_checks(model, data, spec, report: dict, rounding: dict, stages: dict, *,
             checks.append(noise_baseline(model, x, y, norm, largest, strongest["accuracy"],
                                          strongest["label"], generator))
         checks.append(_black_box_of_audit(model, x, y, first.argmax(1) == y, spec, bounded,
-                                          broken_at, stages, m, norm, probing, generator))
+                                          broken_at, stages, m, norm,
+                                          probed if probing else 0, generator))
         checks.append(_convergence_of_audit(model, data, spec, results, bounded, broken_at,
                                             norm, budget / len(norms), generator, device))
     pairs = [(lab_f, lab_i, a_f.norm) for a_f, lab_f in bounded if a_f.name == "fgsm"

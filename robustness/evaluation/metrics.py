@@ -54,7 +54,7 @@ class Records:
 
 
 def _mean(values: torch.Tensor) -> float | None:
-    return float(values.float().mean()) if values.numel() else None
+    return float(values.double().mean()) if values.numel() else None
 
 
 def aggregate(rec: Records, y: torch.Tensor, clean_correct: torch.Tensor,

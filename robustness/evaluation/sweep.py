@@ -22,6 +22,7 @@ from robustness.errors import SpecError
 from robustness.evaluation.checks import run_checks
 from robustness.evaluation.gate import evaluate_gate
 from robustness.evaluation.metrics import Records
+from robustness.evaluation.passes import PassCounter
 from robustness.evaluation.per_class import per_class
 from robustness.evaluation.report import build_report
 from robustness.memory import PeakMemory
@@ -102,9 +103,10 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
     return result
 
 
-def _sweep(model, data, spec: AuditSpec, device, progress, collect_adversarial,
+def _sweep(plain_model, data, spec: AuditSpec, device, progress, collect_adversarial,
            model_info) -> AuditResult:
     started = time.perf_counter()
+    model = PassCounter(plain_model)
     labels = spec.attack_labels()
     units_per_batch = sum(a.runs(spec.grid(a)) for a in spec.attacks)
     n = data.x.shape[0]
@@ -158,12 +160,18 @@ def _sweep(model, data, spec: AuditSpec, device, progress, collect_adversarial,
             else:
                 prev_x, prev = xb, clean
                 stage = torch.full((len(yb),), -1, dtype=torch.long, device=device)
-                for eps in spec.grid(attack):
+                grid = spec.grid(attack)
+                swept = attack.sweep(model, xb, yb, grid, generator=generator,
+                                     clean_logits=clean_logits)
+                for i, eps in enumerate(grid):
                     if eps == 0:
                         x_adv, rec = xb, clean
                     else:
-                        x_adv, stage = _attack_at(attack, model, xb, yb, eps, generator,
-                                                  clean_logits, prev_x, prev, stage)
+                        if swept is not None:
+                            x_adv = swept[i]
+                        else:
+                            x_adv, stage = _attack_at(attack, model, xb, yb, eps, generator,
+                                                      clean_logits, prev_x, prev, stage)
                         with torch.no_grad():
                             rec = Records.from_logits(model(x_adv), yb, x_adv, xb, spec.top_k)
                         carry = (prev.pred != yb) & (rec.pred == yb)
@@ -185,12 +193,13 @@ def _sweep(model, data, spec: AuditSpec, device, progress, collect_adversarial,
         seconds=dict(seconds), stages={k: torch.cat(v) for k, v in stage_parts.items()})
     report = build_report(spec, data, records, device=device, model_info=model_info or {},
                           seconds=time.perf_counter() - started)
-    meta = getattr(model, "metadata", None)
+    report["provenance"]["passes_per_example"] = model.passes / max(n, 1)
+    meta = getattr(plain_model, "metadata", None)
     report["per_class"] = per_class(report, meta.num_classes if meta else
                                     int(data.y.max()) + 1, meta.labels if meta else None)
     t0 = time.perf_counter()
-    report["checks"] = run_checks(model, data, spec, report, rounding, records.stages,
-                                  device=device)
+    report["checks"] = run_checks(plain_model, data, spec, report, rounding, records.stages,
+                                  device=device, spent=model.passes)
     report["provenance"]["checks_seconds"] = time.perf_counter() - t0
     report["provenance"]["seconds"] = time.perf_counter() - started
     if spec.gate:  # after the checks, which a gate rule may name

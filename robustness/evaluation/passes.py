@@ -1,0 +1,25 @@
+"""What an audit actually spent, in the benchmarks' unit: forward+backward passes per example.
+
+The nominal cost (steps × ε grid) overstates an audit that stops early (the breaking-ε search,
+a cascade's later stages on the few robust examples), and the validity checks' budget is a
+tenth of what the audit spent. So the model is wrapped and every row it sees is counted: a
+forward that builds a graph for an input gradient as one pass (its backward follows), any
+other forward as a third of one (a backward costs about two forwards).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PassCounter(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.passes = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        graph = torch.is_grad_enabled() and x.requires_grad
+        self.passes += x.shape[0] * (1.0 if graph else 1 / 3)
+        return self.model(x)
