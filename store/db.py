@@ -121,6 +121,31 @@ class JobRecord(Base):
     adversarial_expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ShardRecord(Base):
+    """One shard of a sharded audit: a contiguous run of whole batches of its examples, run
+    and retried on its own (`store.shards`); its per-example records are an artifact until
+    the audit's merge reads them."""
+
+    __tablename__ = "audit_shards"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    index: Mapped[int] = mapped_column("shard_index", Integer, primary_key=True)
+    start: Mapped[int] = mapped_column(Integer)
+    stop: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # + running|succeeded|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    progress_completed: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    result_sha256: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    seconds: Mapped[float | None] = mapped_column(Float)
+
+
 class CallbackDeliveryRecord(Base):
     """One attempt at delivering a job's callback: what `GET …/{id}/deliveries` lists."""
 

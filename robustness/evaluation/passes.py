@@ -17,9 +17,19 @@ class PassCounter(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.passes = 0.0
+        # Rows seen by forwards that build an input gradient, and by all others (integers,
+        # so shards add up to exactly the unsharded count).
+        self.rows = [0, 0]
+
+    @property
+    def passes(self) -> float:
+        return passes(self.rows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        graph = torch.is_grad_enabled() and x.requires_grad
-        self.passes += x.shape[0] * (1.0 if graph else 1 / 3)
+        self.rows[0 if torch.is_grad_enabled() and x.requires_grad else 1] += x.shape[0]
         return self.model(x)
+
+
+def passes(rows) -> float:
+    """Forward+backward passes of (graph rows, other rows)."""
+    return rows[0] + rows[1] / 3

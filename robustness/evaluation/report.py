@@ -124,7 +124,7 @@ def _stages(attack, stage: torch.Tensor, clean_correct: torch.Tensor) -> list[di
     for i, (label, _) in enumerate(attack.stages()):
         hit = stage == i
         robust &= ~hit
-        out.append({"label": label, "accuracy": float(robust.float().mean()),
+        out.append({"label": label, "accuracy": float(robust.double().mean()),
                     "broken": int((hit & clean_correct).sum())})
     return out
 
@@ -141,5 +141,5 @@ def _worst_case(spec, labels, records, y) -> list[dict]:
                 continue
             robust = torch.stack([records.adversarial[(lab, eps)].pred == y for lab in hit])
             out.append({"norm": norm, "epsilon": eps, "attacks": hit,
-                        "accuracy": float(robust.all(0).float().mean())})
+                        "accuracy": float(robust.all(0).double().mean())})
     return out

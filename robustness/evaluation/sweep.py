@@ -6,6 +6,10 @@ batch, a bounded attack's ε grid runs in ascending order and an adversarial fou
 rises with ε because of attack noise. A cascade (a preset) goes further, as AutoAttack does:
 at each ε it attacks only the examples still robust at the previous one. Minimum-norm attacks
 run once per batch and are thresholded at each ε.
+
+An audit can run in shards (`sweep_shard` on contiguous runs of whole batches, anywhere) and be
+merged (`merge_shards`) into the report the unsharded audit gives, timings aside: each batch
+draws its randomness from its own generator, seeded by the spec's seed and its index.
 """
 
 from __future__ import annotations
@@ -13,43 +17,18 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
 from robustness.devices import pick_device
 from robustness.errors import SpecError
-from robustness.evaluation.checks import run_checks
-from robustness.evaluation.gate import evaluate_gate
 from robustness.evaluation.metrics import Records
 from robustness.evaluation.passes import PassCounter
-from robustness.evaluation.per_class import per_class
-from robustness.evaluation.report import build_report
+from robustness.evaluation.shards import AuditResult, Shard, SweepRecords, merge_shards
 from robustness.memory import PeakMemory
 from robustness.spec import AuditSpec
 
 Progress = Callable[[int, int, str], None]
-
-
-@dataclass
-class SweepRecords:
-    """Everything the report is built from, per example, on the CPU."""
-
-    clean: Records
-    adversarial: dict[tuple[str, float], Records]
-    minimal_norm: dict[str, torch.Tensor]
-    seconds: dict[str, float]
-    # (cascade label, ε) -> per example, the index of the stage that broke it, or -1.
-    stages: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass
-class AuditResult:
-    report: dict
-    # (attack label, ε) -> adversarial inputs on the CPU, when asked for.
-    adversarial: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
-    # The clean inputs the report's examples are, when the adversarial ones were asked for.
-    clean: torch.Tensor | None = None
 
 
 def check_against_data(spec: AuditSpec, x: torch.Tensor) -> None:
@@ -97,29 +76,38 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
     The provenance's `memory` holds the audit's peak memory (robustness.memory)."""
     check_against_data(spec, data.x)
     device = pick_device(device) if not isinstance(device, torch.device) else device
+    started = time.perf_counter()
     with PeakMemory(device) as memory:
-        result = _sweep(model, data, spec, device, progress, collect_adversarial, model_info)
+        shard = sweep_shard(model, data, spec, 0, len(data.x), device=device,
+                            progress=progress, collect_adversarial=collect_adversarial)
+        result = merge_shards(model, data, spec, [shard], device=device,
+                              model_info=model_info, started=started,
+                              collect_adversarial=collect_adversarial)
     result.report["provenance"]["memory"] = memory.figures()
     return result
 
 
-def _sweep(plain_model, data, spec: AuditSpec, device, progress, collect_adversarial,
-           model_info) -> AuditResult:
-    started = time.perf_counter()
+def _generator(spec: AuditSpec, batch: int) -> torch.Generator:
+    return torch.Generator().manual_seed((spec.seed * 1_000_003 + batch) % 2**63)
+
+
+def sweep_shard(plain_model, data, spec: AuditSpec, start: int, stop: int, *, device,
+                progress: Progress | None = None, collect_adversarial: bool = False) -> Shard:
+    """Every attack of the spec on examples [start, stop), which must begin on a batch
+    boundary (`shard_ranges`)."""
+    if start % spec.batch_size:
+        raise ValueError(f"a shard starts on a batch boundary, not at example {start}")
     model = PassCounter(plain_model)
     labels = spec.attack_labels()
     units_per_batch = sum(a.runs(spec.grid(a)) for a in spec.attacks)
-    n = data.x.shape[0]
-    batches = [(s, min(s + spec.batch_size, n)) for s in range(0, n, spec.batch_size)]
+    batches = [(s, min(s + spec.batch_size, stop)) for s in range(start, stop, spec.batch_size)]
     total, done = len(batches) * units_per_batch, 0
-    generator = torch.Generator().manual_seed(spec.seed)
     clean_parts: list[Records] = []
     adv_parts: dict[tuple[str, float], list[Records]] = defaultdict(list)
     adv_inputs: dict[tuple[str, float], list[torch.Tensor]] = defaultdict(list)
     norm_parts: dict[str, list[torch.Tensor]] = defaultdict(list)
     stage_parts: dict[tuple[str, float], list[torch.Tensor]] = defaultdict(list)
     seconds: dict[str, float] = defaultdict(float)
-    # per bounded attack, at its largest ε: (adversarials still adversarial at 8 bits, all)
     rounding: dict[str, tuple[int, int]] = {}
 
     def tick(phase: str):
@@ -133,7 +121,9 @@ def _sweep(plain_model, data, spec: AuditSpec, device, progress, collect_adversa
         if collect_adversarial:
             adv_inputs[(label, eps)].append(xb_adv.detach().cpu())
 
-    for b, (lo, hi) in enumerate(batches):
+    for lo, hi in batches:
+        b = lo // spec.batch_size
+        generator = _generator(spec, b)
         xb = data.x[lo:hi].to(device)
         yb = data.y[lo:hi].to(device)
         with torch.no_grad():
@@ -142,7 +132,7 @@ def _sweep(plain_model, data, spec: AuditSpec, device, progress, collect_adversa
         clean_parts.append(clean.to("cpu"))
         for attack, label in zip(spec.attacks, labels):
             t0 = time.perf_counter()
-            where = f"{label} batch {b + 1}/{len(batches)}"
+            where = f"{label} batch {b + 1}/{-(-len(data.x) // spec.batch_size)}"
             if attack.minimum_norm:
                 x_min, found = attack.run_batched(model, xb, yb, None, generator=generator,
                                                   clean_logits=clean_logits)
@@ -191,19 +181,6 @@ def _sweep(plain_model, data, spec: AuditSpec, device, progress, collect_adversa
         adversarial={k: Records.cat(v) for k, v in adv_parts.items()},
         minimal_norm={k: torch.cat(v) for k, v in norm_parts.items()},
         seconds=dict(seconds), stages={k: torch.cat(v) for k, v in stage_parts.items()})
-    report = build_report(spec, data, records, device=device, model_info=model_info or {},
-                          seconds=time.perf_counter() - started)
-    report["provenance"]["passes_per_example"] = model.passes / max(n, 1)
-    meta = getattr(plain_model, "metadata", None)
-    report["per_class"] = per_class(report, meta.num_classes if meta else
-                                    int(data.y.max()) + 1, meta.labels if meta else None)
-    t0 = time.perf_counter()
-    report["checks"] = run_checks(plain_model, data, spec, report, rounding, records.stages,
-                                  device=device, spent=model.passes)
-    report["provenance"]["checks_seconds"] = time.perf_counter() - t0
-    report["provenance"]["seconds"] = time.perf_counter() - started
-    if spec.gate:  # after the checks, which a gate rule may name
-        report["gate"] = evaluate_gate(spec.gate, report)
-    adversarial = {k: torch.cat(v) for k, v in adv_inputs.items()}
-    return AuditResult(report=report, adversarial=adversarial,
-                       clean=data.x.detach().cpu() if collect_adversarial else None)
+    return Shard(start=start, stop=stop, records=records, rounding=rounding,
+                 rows=tuple(model.rows),
+                 adversarial={k: torch.cat(v) for k, v in adv_inputs.items()})
