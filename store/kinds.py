@@ -56,5 +56,8 @@ CERTIFICATION = JobKind(
     results=(("report", "/report"), ("report_html", "/report.html")))
 
 KINDS: dict[str, JobKind] = {k.name: k for k in (AUDIT, TRAINING, CERTIFICATION)}
+# One shard of a sharded audit (store.shards, workers.shards): its own task, on the audits'
+# queue, carrying (job id, shard index).
+SHARD_TASK = "robustness.audit_shard"
 QUEUES: tuple[str, ...] = tuple(k.queue for k in KINDS.values())
 

@@ -15,7 +15,7 @@ from kombu import Queue
 
 from store import transitions
 from store.db import Database, JobRecord
-from store.kinds import KINDS, QUEUES
+from store.kinds import AUDIT, KINDS, QUEUES, SHARD_TASK
 from store.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ def make_celery(settings: Settings | None = None, include: tuple[str, ...] = ())
     app.conf.update(
         task_queues=[Queue(q) for q in QUEUES],
         task_default_queue=QUEUES[0],
-        task_routes={k.task: {"queue": k.queue} for k in KINDS.values()},
+        task_routes={**{k.task: {"queue": k.queue} for k in KINDS.values()},
+                     SHARD_TASK: {"queue": AUDIT.queue}},
         task_serializer="json", accept_content=["json"],
         task_ignore_result=True,
         task_acks_late=True,
@@ -59,4 +60,17 @@ def send(celery: Celery, db: Database, job: JobRecord) -> bool:
         log.warning("could not enqueue %s (%s); the reconciler will retry", job.id, exc)
         return False
     transitions.mark_enqueued(db, job.id)
+    return True
+
+
+def send_shard(celery: Celery, job_id: str, index: int) -> bool:
+    """Publish one shard's message; False if the broker is down (the audit's coordinator then
+    runs the shard itself, as it runs any shard nobody took)."""
+    try:
+        celery.send_task(SHARD_TASK, args=[job_id, index], queue=AUDIT.queue, retry=True,
+                         retry_policy={"max_retries": 1, "interval_start": 0,
+                                       "interval_step": 0.2, "interval_max": 0.5})
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not enqueue shard %d of %s (%s)", index, job_id, exc)
+        return False
     return True

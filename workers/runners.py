@@ -13,10 +13,12 @@ import json
 import tempfile
 from pathlib import Path
 
+from robustness.errors import SpecError
 from store.confine import confine_dataset_path
 from store.db import JobRecord, ModelRecord, new_id
 from workers.cache import key_of
 from workers.context import WorkerContext
+from workers.shards import coordinate, run_shard, shard_count
 
 
 def _device(ctx: WorkerContext):
@@ -82,9 +84,19 @@ def run_audit_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
     spec = parse_audit_spec(job.spec)
     record, data, model, device = _model_and_data(ctx, job, spec.dataset, beat)
     recipe = training_recipe(record.card, record.source_training_id)
-    result = audit(model, data, spec, device=device, progress=beat.progress,
-                   collect_adversarial=True,
-                   model_extra={"id": record.id, **({"training": recipe} if recipe else {})})
+    extra = {"id": record.id, **({"training": recipe} if recipe else {})}
+    if shard_count(ctx.settings, len(data.x)) > 1:
+        from robustness.audit import check_model_fits_data, model_info
+        from robustness.memory import PeakMemory
+
+        check_model_fits_data(model, data)
+        with PeakMemory(device) as memory:  # this process's share of the audit
+            result = coordinate(ctx, job, spec, model, data, device, beat,
+                                {**model_info(model), **extra})
+        result.report["provenance"]["memory"] = memory.figures()
+    else:
+        result = audit(model, data, spec, device=device, progress=beat.progress,
+                       collect_adversarial=True, model_extra=extra)
     report = result.report
     report_sha = ctx.store.put_bytes(json.dumps(report).encode())
     adversarial_sha = ctx.store.put_bytes(save(adversarial_tensors(result, report)))
@@ -99,6 +111,19 @@ def run_audit_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
         summary["regression"] = _against_previous_run(ctx, job, report)
     return {"report_sha256": report_sha, "adversarial_sha256": adversarial_sha,
             "summary": summary}
+
+
+def run_audit_shard(ctx: WorkerContext, job: JobRecord, index: int, beat) -> dict:
+    """One shard of a sharded audit (workers.shards), claimed by the worker process."""
+    from robustness.spec import parse_audit_spec
+    from store import shards
+
+    spec = parse_audit_spec(job.spec)
+    record = next((r for r in shards.shards(ctx.db, job.id) if r.index == index), None)
+    if record is None:
+        raise SpecError(f"audit {job.id} has no shard {index}")
+    _, data, model, device = _model_and_data(ctx, job, spec.dataset, beat)
+    return {"result_sha256": run_shard(ctx, spec, model, data, device, record, beat.progress)}
 
 
 def _against_previous_run(ctx: WorkerContext, job: JobRecord, report: dict) -> dict | None:

@@ -89,12 +89,13 @@ class Sandbox:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def run(self, job_id: str, beat, grace: float) -> Ended:
-        """Run one job, relaying progress to `beat` and stopping when `beat.stop_requested()`
-        names a reason. Messages are read for at most one poll interval at a time, so a job
-        that reports progress without pause is still stopped."""
+    def run(self, job_id: str, beat, grace: float, shard: int | None = None) -> Ended:
+        """Run one job (or one `shard` of a sharded audit), relaying progress to `beat` and
+        stopping when `beat.stop_requested()` names a reason. Messages are read for at most
+        one poll interval at a time, so a job that reports progress without pause is still
+        stopped."""
         try:
-            send(self.outbox, job=job_id)
+            send(self.outbox, job=job_id, **({} if shard is None else {"shard": shard}))
         except OSError:
             return self._died()
         asked_at = None

@@ -60,8 +60,9 @@ def runner(name: str) -> Callable[..., dict]:
     return getattr(importlib.import_module(module), function)
 
 
-def run_one(ctx, job_id: str, beat: Relay) -> dict:
-    """The job's end as a message: its outcome, that it stopped, or a failure reason."""
+def run_one(ctx, job_id: str, beat: Relay, shard: int | None = None) -> dict:
+    """The job's end as a message: its outcome, that it stopped, or a failure reason. With
+    `shard`, one shard of the audit `job_id` (workers.shards)."""
     from robustness.errors import RobustnessError
     from store import transitions
 
@@ -69,6 +70,10 @@ def run_one(ctx, job_id: str, beat: Relay) -> dict:
         job = transitions.get_job(ctx.db, job_id)
         if job is None:
             return {"error": f"job {job_id} no longer exists"}
+        if shard is not None:
+            from workers.runners import run_audit_shard
+
+            return {"outcome": run_audit_shard(ctx, job, shard, beat)}
         return {"outcome": runner(job.kind)(ctx, job, beat)}
     except Stop as stop:
         return {"stopped": stop.reason}
@@ -105,7 +110,7 @@ def main(argv: list[str]) -> int:
             message = receive(inbox)
             if "job" in message:  # (a stop that came after its job ended is dropped)
                 job_id = message["job"]
-                ended = run_one(ctx, job_id, Relay(inbox, outbox))
+                ended = run_one(ctx, job_id, Relay(inbox, outbox), message.get("shard"))
                 try:
                     send(outbox, job=job_id, **ended)
                 except (TypeError, ValueError) as exc:  # an outcome JSON cannot carry

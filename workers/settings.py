@@ -20,6 +20,11 @@ class WorkerSettings(Settings):
     audit_time_limit: int = Field(default=6 * 3600, description="seconds; the job then fails")
     training_time_limit: int = Field(default=24 * 3600)
     certification_time_limit: int = Field(default=6 * 3600)
+    shard_examples: int = Field(default=0, ge=0, description="an audit of more examples "
+                                "than this runs in shards of about this many (whole batches), "
+                                "each a task any worker takes; 0: audits are never sharded")
+    shard_max_attempts: int = Field(default=3, ge=1, description="a shard whose worker died "
+                                    "this many times fails its audit")
     stop_grace_seconds: float = Field(default=5.0, description="how long a job's model code "
                                       "may take to reach its next batch after a cancel or "
                                       "the time limit, before its process is killed")

@@ -7,12 +7,13 @@ import logging
 
 from celery.signals import worker_process_init
 
-from store.kinds import KINDS
+from store.kinds import KINDS, SHARD_TASK
 from workers.celery_app import app
 from workers.context import worker_context
 from workers.running import run_job
 from workers.sandbox import SANDBOXES
 from workers.settings import get_worker_settings
+from workers.shards import run_shard_task
 
 log = logging.getLogger(__name__)
 # A backstop only: jobs end at their own limit (`workers.running` stops or kills the sandbox
@@ -38,3 +39,10 @@ def _register(kind) -> None:
 
 for _kind in KINDS.values():
     _register(_kind)
+
+
+@app.task(name=SHARD_TASK, time_limit=get_worker_settings().audit_time_limit + GRACE)
+def run_audit_shard(job_id: str, index: int) -> None:
+    """One shard of a sharded audit (workers.shards)."""
+    outcome = run_shard_task(worker_context(), job_id, index)
+    log.info("audit %s shard %d: %s", job_id, index, outcome)

@@ -1,0 +1,125 @@
+"""One audit over two workers, on the machine's Redis and PostgreSQL: its shards run on both,
+the merged report is the one the library gives unsharded, and a worker killed mid-shard
+costs that shard (claimed again after its lease), not the audit."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import httpx
+import pytest
+import torch
+from service_processes import (
+    AUTH,
+    METADATA,
+    PostgresDatabase,
+    PrivateRedis,
+    Service,
+    finished,
+    wait_for,
+)
+
+from robustness.evaluation import run_sweep
+from robustness.models import save_state_dict
+from robustness.spec import parse_audit_spec
+
+N = 240
+AUDIT = {"dataset": {"name": "digits", "split": "test", "n": N}, "batch_size": 30,
+         "attacks": [{"name": "fgsm"}, {"name": "pgd", "steps": 10}],
+         "epsilons": [0.0, 0.05, 0.1, 0.2], "seed": 0}
+
+
+def _same_audit(report: dict) -> str:
+    keys = ("clean", "results", "examples", "checks", "per_class", "worst_case")
+    return json.dumps({k: report.get(k) for k in keys}, sort_keys=True)
+
+
+@pytest.fixture
+def two_workers(tmp_path, digits_model):
+    pg = PostgresDatabase()
+    redis = PrivateRedis(tmp_path).start()
+    svc = Service(tmp_path / "home", {"REDIS_URL": redis.url, "DATABASE_URL": pg.url,
+                                      "ROBUSTNESS_SHARD_EXAMPLES": "60"}, split=True)
+    (tmp_path / "home").mkdir()
+    weights = tmp_path / "digits.safetensors"
+    save_state_dict(digits_model.net, weights)
+    try:
+        svc.start(worker=False)
+        for name in ("worker-a", "worker-b"):
+            svc.start_process(name, ["worker", "--concurrency", "1"])
+        yield svc, weights, pg.url
+    finally:
+        svc.stop()
+        redis.kill()
+        pg.drop()
+
+
+def _register(client, weights) -> str:
+    with open(weights, "rb") as f:
+        r = client.post("/v1/models", files={"file": ("digits.safetensors", f)},
+                        data={"metadata": json.dumps(METADATA)})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _shards_run_by(svc, name: str) -> list[int]:
+    log = svc.logs[name].read_text(errors="replace")
+    return [int(i) for i in re.findall(r"shard (\d+): succeeded", log)]
+
+
+def test_one_audit_runs_on_two_workers_and_survives_losing_one(two_workers, digits_model,
+                                                               digits):
+    svc, weights, database_url = two_workers
+    _, test = digits
+    torch.set_num_threads(1)  # as the workers run (OMP_NUM_THREADS=1): the same float sums
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(x=test.x[:N], y=test.y[:N], indices=test.indices[:N],
+                           description={"name": "digits", "split": "test", "n": N})
+    unsharded = run_sweep(digits_model, data, parse_audit_spec(AUDIT), device="cpu").report
+    with httpx.Client(base_url=svc.url, headers=AUTH, timeout=30) as client:
+        model_id = _register(client, weights)
+        job_id = client.post("/v1/audits", json={"model_id": model_id, **AUDIT}).json()["id"]
+        body = wait_for(client, f"/v1/audits/{job_id}", finished, timeout=300)
+        assert body["status"] == "succeeded", (body["error"], svc.tail())
+        report = client.get(f"/v1/audits/{job_id}/report").json()
+        assert report["provenance"]["shards"] == 4
+        assert _same_audit(report) == _same_audit(unsharded)
+        # The worker that did not coordinate ran shards of its own (the coordinator's run in
+        # its sandbox and are not logged per shard).
+        assert _shards_run_by(svc, "worker-a") or _shards_run_by(svc, "worker-b")
+
+        # Again, and one worker dies while it runs a shard: the audit still succeeds, with
+        # the same report, its coordinator claiming the dead worker's shard after the lease.
+        job_id = client.post("/v1/audits", json={"model_id": model_id, **AUDIT}).json()["id"]
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            for name in ("worker-a", "worker-b"):
+                started = re.findall(rf"audit {job_id} shard (\d+): started",
+                                     svc.logs[name].read_text(errors="replace"))
+                if started:
+                    victim = name
+            time.sleep(0.05)
+        assert victim is not None, svc.tail()
+        import os
+        import signal
+
+        os.killpg(svc.procs[victim].pid, signal.SIGKILL)
+        svc.procs.pop(victim).wait()
+        body = wait_for(client, f"/v1/audits/{job_id}", finished, timeout=300)
+        assert body["status"] == "succeeded", (body["error"], svc.tail())
+        again = client.get(f"/v1/audits/{job_id}/report").json()
+        assert _same_audit(again) == _same_audit(unsharded)
+    # The database says what happened: the dead worker's shard ran twice, the others once.
+    from store import shards
+    from store.db import Database
+
+    db = Database(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        attempts = sorted(r.attempts for r in shards.shards(db, job_id))
+    finally:
+        db.dispose()
+    assert attempts == [1, 1, 1, 2], attempts
