@@ -41,12 +41,6 @@ def shard_count(settings, n: int) -> int:
     return math.ceil(n / settings.shard_examples)
 
 
-def units(spec, start: int, stop: int) -> int:
-    """Progress units of examples [start, stop): batches × attack runs per batch."""
-    batches = math.ceil((stop - start) / spec.batch_size)
-    return batches * sum(a.runs(spec.grid(a)) for a in spec.attacks)
-
-
 class ShardBeat(threading.Thread):
     """Touches a claimed shard's row with its progress every `seconds`; a touch that fails
     (claim lost, audit cancelled or ended) is the reason to stop."""
@@ -96,7 +90,14 @@ def run_shard(ctx, spec, model, data, device, record: ShardRecord, progress) -> 
 
 def coordinate(ctx, job, spec, model, data, device, beat, model_info: dict):
     """The audit's AuditResult, its shards run here and on any other worker (see above)."""
-    from robustness.evaluation.shards import merge_shards, shard_from_bytes, shard_ranges
+    from robustness.evaluation.shards import (
+        merge_shards,
+        shard_from_bytes,
+        shard_ranges,
+    )
+    from robustness.evaluation.shards import (
+        progress_units as units,
+    )
     from robustness.evaluation.sweep import check_against_data
     from store.queue import make_celery, send_shard
 

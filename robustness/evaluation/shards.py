@@ -65,6 +65,12 @@ class Shard:
     adversarial: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
 
 
+def progress_units(spec: AuditSpec, start: int, stop: int) -> int:
+    """The progress units of examples [start, stop): batches × attack runs per batch."""
+    batches = -(-(stop - start) // spec.batch_size)
+    return batches * sum(a.runs(spec.grid(a)) for a in spec.attacks)
+
+
 def shard_ranges(n: int, batch_size: int, shards: int) -> list[tuple[int, int]]:
     """At most `shards` contiguous example ranges of whole batches, as even as batches allow."""
     batches = max(1, -(-n // batch_size))

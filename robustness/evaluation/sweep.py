@@ -24,7 +24,13 @@ from robustness.devices import pick_device
 from robustness.errors import SpecError
 from robustness.evaluation.metrics import Records
 from robustness.evaluation.passes import PassCounter
-from robustness.evaluation.shards import AuditResult, Shard, SweepRecords, merge_shards
+from robustness.evaluation.shards import (
+    AuditResult,
+    Shard,
+    SweepRecords,
+    merge_shards,
+    progress_units,
+)
 from robustness.memory import PeakMemory
 from robustness.spec import AuditSpec
 
@@ -99,9 +105,8 @@ def sweep_shard(plain_model, data, spec: AuditSpec, start: int, stop: int, *, de
         raise ValueError(f"a shard starts on a batch boundary, not at example {start}")
     model = PassCounter(plain_model)
     labels = spec.attack_labels()
-    units_per_batch = sum(a.runs(spec.grid(a)) for a in spec.attacks)
     batches = [(s, min(s + spec.batch_size, stop)) for s in range(start, stop, spec.batch_size)]
-    total, done = len(batches) * units_per_batch, 0
+    total, done = progress_units(spec, start, stop), 0
     clean_parts: list[Records] = []
     adv_parts: dict[tuple[str, float], list[Records]] = defaultdict(list)
     adv_inputs: dict[tuple[str, float], list[torch.Tensor]] = defaultdict(list)
