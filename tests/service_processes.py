@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -260,3 +262,33 @@ class PrivateRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+@contextmanager
+def split_deployment(workdir: Path, net, env: dict | None = None):
+    """A gateway and workers of their own (not started) on a private Redis and a fresh
+    PostgreSQL database, and `net`'s weights saved for upload: (service, redis, weights)."""
+    from robustness.models import save_state_dict
+
+    pg = PostgresDatabase()
+    redis = PrivateRedis(workdir).start()
+    svc = Service(workdir / "home", {"REDIS_URL": redis.url, "DATABASE_URL": pg.url,
+                                     **(env or {})}, split=True)
+    (workdir / "home").mkdir()
+    weights = workdir / "digits.safetensors"
+    save_state_dict(net, weights)
+    try:
+        yield svc, redis, weights
+    finally:
+        svc.stop()
+        redis.kill()
+        pg.drop()
+
+
+def register_model(client: httpx.Client, weights: Path) -> str:
+    """Upload the `digits_model` fixture's weights; the model's id."""
+    with open(weights, "rb") as f:
+        r = client.post("/v1/models", files={"file": ("digits.safetensors", f)},
+                        data={"metadata": json.dumps(METADATA)})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]

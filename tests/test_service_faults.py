@@ -4,22 +4,17 @@ is lost and every job completes once."""
 
 from __future__ import annotations
 
-import json
 import signal
 
 import httpx
 import pytest
 from service_processes import (
     AUTH,
-    METADATA,
-    PostgresDatabase,
-    PrivateRedis,
-    Service,
     finished,
+    register_model,
+    split_deployment,
     wait_for,
 )
-
-from robustness.models import save_state_dict
 
 AUDIT = {"dataset": {"name": "digits", "n": 40}, "attacks": [{"name": "pgd", "steps": 5}],
          "epsilons": [0.1]}
@@ -27,34 +22,15 @@ AUDIT = {"dataset": {"name": "digits", "n": 40}, "attacks": [{"name": "pgd", "st
 
 @pytest.fixture
 def deployment(tmp_path, digits_model):
-    pg = PostgresDatabase()
-    redis = PrivateRedis(tmp_path).start()
-    svc = Service(tmp_path / "home", {"REDIS_URL": redis.url, "DATABASE_URL": pg.url},
-                  split=True)
-    (tmp_path / "home").mkdir()
-    weights = tmp_path / "digits.safetensors"
-    save_state_dict(digits_model.net, weights)
-    try:
-        yield svc, redis, weights
-    finally:
-        svc.stop()
-        redis.kill()
-        pg.drop()
-
-
-def register(client, weights) -> str:
-    with open(weights, "rb") as f:
-        r = client.post("/v1/models", files={"file": ("digits.safetensors", f)},
-                        data={"metadata": json.dumps(METADATA)})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    with split_deployment(tmp_path, digits_model.net) as deployed:
+        yield deployed
 
 
 def test_redis_restart_with_queued_jobs_loses_none(deployment):
     svc, redis, weights = deployment
     svc.start(worker=False)
     with httpx.Client(base_url=svc.url, headers=AUTH, timeout=30) as client:
-        model_id = register(client, weights)
+        model_id = register_model(client, weights)
         ids = [client.post("/v1/audits", json={"model_id": model_id, **AUDIT,
                                                 "seed": i}).json()["id"] for i in range(3)]
         redis.kill()   # every queued message is gone with it
@@ -71,7 +47,7 @@ def test_gateway_killed_mid_job_loses_nothing(deployment):
     svc, _, weights = deployment
     svc.start()
     with httpx.Client(base_url=svc.url, headers=AUTH, timeout=30) as client:
-        model_id = register(client, weights)
+        model_id = register_model(client, weights)
         slow = {"model_id": model_id, "dataset": {"name": "digits", "n": 200},
                 "attacks": [{"name": "pgd", "steps": 100}], "epsilons": [0.05, 0.1, 0.2],
                 "batch_size": 25}

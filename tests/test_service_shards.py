@@ -13,16 +13,13 @@ import pytest
 import torch
 from service_processes import (
     AUTH,
-    METADATA,
-    PostgresDatabase,
-    PrivateRedis,
-    Service,
     finished,
+    register_model,
+    split_deployment,
     wait_for,
 )
 
 from robustness.evaluation import run_sweep
-from robustness.models import save_state_dict
 from robustness.spec import parse_audit_spec
 
 N = 240
@@ -38,30 +35,12 @@ def _same_audit(report: dict) -> str:
 
 @pytest.fixture
 def two_workers(tmp_path, digits_model):
-    pg = PostgresDatabase()
-    redis = PrivateRedis(tmp_path).start()
-    svc = Service(tmp_path / "home", {"REDIS_URL": redis.url, "DATABASE_URL": pg.url,
-                                      "ROBUSTNESS_SHARD_EXAMPLES": "60"}, split=True)
-    (tmp_path / "home").mkdir()
-    weights = tmp_path / "digits.safetensors"
-    save_state_dict(digits_model.net, weights)
-    try:
+    with split_deployment(tmp_path, digits_model.net,
+                          {"ROBUSTNESS_SHARD_EXAMPLES": "60"}) as (svc, _, weights):
         svc.start(worker=False)
         for name in ("worker-a", "worker-b"):
             svc.start_process(name, ["worker", "--concurrency", "1"])
-        yield svc, weights, pg.url
-    finally:
-        svc.stop()
-        redis.kill()
-        pg.drop()
-
-
-def _register(client, weights) -> str:
-    with open(weights, "rb") as f:
-        r = client.post("/v1/models", files={"file": ("digits.safetensors", f)},
-                        data={"metadata": json.dumps(METADATA)})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+        yield svc, weights
 
 
 def _shards_run_by(svc, name: str) -> list[int]:
@@ -71,7 +50,7 @@ def _shards_run_by(svc, name: str) -> list[int]:
 
 def test_one_audit_runs_on_two_workers_and_survives_losing_one(two_workers, digits_model,
                                                                digits):
-    svc, weights, database_url = two_workers
+    svc, weights = two_workers
     _, test = digits
     torch.set_num_threads(1)  # as the workers run (OMP_NUM_THREADS=1): the same float sums
     from types import SimpleNamespace
@@ -80,7 +59,7 @@ def test_one_audit_runs_on_two_workers_and_survives_losing_one(two_workers, digi
                            description={"name": "digits", "split": "test", "n": N})
     unsharded = run_sweep(digits_model, data, parse_audit_spec(AUDIT), device="cpu").report
     with httpx.Client(base_url=svc.url, headers=AUTH, timeout=30) as client:
-        model_id = _register(client, weights)
+        model_id = register_model(client, weights)
         job_id = client.post("/v1/audits", json={"model_id": model_id, **AUDIT}).json()["id"]
         body = wait_for(client, f"/v1/audits/{job_id}", finished, timeout=300)
         assert body["status"] == "succeeded", (body["error"], svc.tail())
@@ -117,7 +96,7 @@ def test_one_audit_runs_on_two_workers_and_survives_losing_one(two_workers, digi
     from store import shards
     from store.db import Database
 
-    db = Database(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    db = Database(svc.env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://"))
     try:
         attempts = sorted(r.attempts for r in shards.shards(db, job_id))
     finally:

@@ -21,7 +21,7 @@ from store.db import JobRecord, ModelRecord, utcnow
 from store.kinds import KINDS
 from store.logs import job_context
 from workers.context import WorkerContext
-from workers.sandbox import SANDBOXES, Ended
+from workers.sandbox import SANDBOXES
 
 log = logging.getLogger(__name__)
 # What a sandbox's outcome may set: the job's result columns, and a trained model's record
@@ -93,27 +93,7 @@ def _run_claimed(ctx: WorkerContext, job: JobRecord, token: str) -> str:
         return "failed"
     beat = Heartbeat(ctx, job_id, token, kind.time_limit(ctx.settings))
     beat.start()
-    sandbox, idle = None, False
-    try:
-        sandbox = SANDBOXES.take(ctx.settings)
-        ended = sandbox.run(job_id, beat, ctx.settings.stop_grace_seconds)
-        # the job ended in the sandbox, which now waits for the next one
-        idle = ended.how in ("outcome", "stopped", "error") and sandbox.alive
-    except Exception as exc:  # a job fails; the worker never dies
-        log.exception("job %s: sandbox failed", job_id)
-        ended = Ended("error", f"internal error ({type(exc).__name__}: {exc})")
-    except BaseException:  # the worker is going down: so is the job's sandbox
-        if sandbox is not None:
-            sandbox.kill()
-        raise
-    finally:
-        beat.done.set()
-    if sandbox is not None:
-        if idle:
-            SANDBOXES.give_back(sandbox)
-        else:
-            sandbox.kill()
-            SANDBOXES.prewarm(ctx.settings)  # so the next job does not wait for torch
+    ended = SANDBOXES.run(ctx.settings, job_id, beat)
     if ended.how == "outcome":
         try:
             beat.beat()  # the last progress, before the outcome

@@ -223,6 +223,34 @@ class Sandboxes:
         for old in surplus:
             old.close()
 
+    def run(self, settings, job_id: str, beat, shard: int | None = None) -> Ended:
+        """Run a job (or one shard of an audit) in an idle sandbox and end it there. Whatever
+        goes wrong is the job's `Ended`, never the worker's exception; a sandbox the job left
+        unusable is killed and a fresh one started, so the next job does not wait for torch."""
+        what = "job" if shard is None else f"shard {shard} of"
+        sandbox, idle = None, False
+        try:
+            sandbox = self.take(settings)
+            ended = sandbox.run(job_id, beat, settings.stop_grace_seconds, shard=shard)
+            # the job ended in the sandbox, which now waits for the next one
+            idle = ended.how in ("outcome", "stopped", "error") and sandbox.alive
+        except Exception as exc:  # a job fails; the worker never dies
+            log.exception("%s %s: sandbox failed", what, job_id)
+            ended = Ended("error", f"internal error ({type(exc).__name__}: {exc})")
+        except BaseException:  # the worker is going down: so is the job's sandbox
+            if sandbox is not None:
+                sandbox.kill()
+            raise
+        finally:
+            beat.done.set()
+        if sandbox is not None:
+            if idle:
+                self.give_back(sandbox)
+            else:
+                sandbox.kill()
+                self.prewarm(settings)
+        return ended
+
     def prewarm(self, settings) -> None:
         """Start a sandbox before the first job arrives, so that job does not wait for torch."""
         self.give_back(Sandbox(settings))

@@ -162,7 +162,7 @@ def coordinate(ctx, job, spec, model, data, device, beat, model_info: dict):
 def run_shard_task(ctx, job_id: str, index: int) -> str:
     """A shard's task in the worker process: claim it, keep its heartbeat, have a sandbox run
     it, store the outcome once. Returns what happened, for the task's log line."""
-    from workers.sandbox import SANDBOXES, Ended
+    from workers.sandbox import SANDBOXES
 
     token = store_shards.claim(ctx.db, job_id, index, ctx.settings.lease_seconds)
     if token is None:
@@ -170,26 +170,7 @@ def run_shard_task(ctx, job_id: str, index: int) -> str:
     log.info("audit %s shard %d: started", job_id, index)
     beat = ShardBeat(ctx.db, job_id, index, token, ctx.settings.heartbeat_seconds)
     beat.start()
-    sandbox, idle = None, False
-    try:
-        sandbox = SANDBOXES.take(ctx.settings)
-        ended = sandbox.run(job_id, beat, ctx.settings.stop_grace_seconds, shard=index)
-        idle = ended.how in ("outcome", "stopped", "error") and sandbox.alive
-    except Exception as exc:  # a shard fails; the worker never dies
-        log.exception("shard %d of %s: sandbox failed", index, job_id)
-        ended = Ended("error", f"internal error ({type(exc).__name__}: {exc})")
-    except BaseException:
-        if sandbox is not None:
-            sandbox.kill()
-        raise
-    finally:
-        beat.done.set()
-    if sandbox is not None:
-        if idle:
-            SANDBOXES.give_back(sandbox)
-        else:
-            sandbox.kill()
-            SANDBOXES.prewarm(ctx.settings)
+    ended = SANDBOXES.run(ctx.settings, job_id, beat, shard=index)
     if ended.how == "outcome":
         stored = store_shards.finish(ctx.db, job_id, index, token,
                                      ended.value["result_sha256"])
