@@ -163,7 +163,8 @@ class AttackBase(Strict):
     def sweep(self, model, x, y, grid: list[float], *, generator=None, clean_logits=None):
         """Adversarial inputs at every ε of the ascending `grid` in one go, where the attack
         has a cheaper way than ε by ε (FGSM's one gradient, PGD's breaking-ε search); None:
-        the sweep runs it at each ε."""
+        the sweep runs it at each ε. A cascade returns (inputs, stages): per ε, the stage
+        that broke each example, or -1."""
         return
 
     def run_batched(self, model, x, y, eps: float | None = None, *, generator=None,
@@ -402,6 +403,11 @@ class CWSpec(GradientAttack):
     confidence: float = Field(default=0.0, ge=0, description="κ: required logit margin")
     lr: float = Field(default=0.05, gt=0, description="Adam step in tanh space; 0.05 reaches "
                       "100% success within the default 100 steps where 0.01 stalls on saturated pixels")
+    adapt: float = Field(default=0.0, ge=0, le=1, description="an online binary search: "
+                         "after each step, c ÷ (1 + adapt) where the point is adversarial, "
+                         "× (1 + adapt) where not (0: c changes between binary-search steps "
+                         "only); with 1 binary-search step, the fast setting of "
+                         "docs/benchmarks.md")
 
     minimum_norm: ClassVar[bool] = True
 
@@ -415,7 +421,7 @@ class CWSpec(GradientAttack):
         return carlini_wagner_l2(model, x, y, steps=self.steps,
                                  binary_search_steps=self.binary_search_steps,
                                  initial_const=self.initial_const,
-                                 confidence=self.confidence, lr=self.lr)
+                                 confidence=self.confidence, lr=self.lr, adapt=self.adapt)
 
 
 class DeepFoolSpec(GradientAttack):
@@ -474,6 +480,10 @@ class CascadeSpec(AttackBase):
                             "gradient stage (rand: 20, others: 1, when unset)")
     scale: int = Field(default=1, ge=1, le=10, description="multiplies every gradient "
                        "stage's steps (the convergence check runs a sample at 2)")
+    search: bool = Field(default=True, description="find each example's breaking ε from the "
+                         "largest ε down (robustness.evaluation.search): an example the "
+                         "cascade leaves robust at an ε is not attacked at a smaller one; "
+                         "false: the cascade at every ε on the examples still robust")
 
     carries: ClassVar[bool] = True
 
@@ -506,6 +516,69 @@ class CascadeSpec(AttackBase):
     def run(self, model, x, y, eps, *, generator=None, clean_logits=None):
         return self.run_traced(model, x, y, eps, generator=generator,
                                clean_logits=clean_logits)[0]
+
+    def sweep(self, model, x, y, grid, *, generator=None, clean_logits=None):
+        """(adversarial inputs, stage per example) at each ε, by the breaking-ε search: the
+        cascade runs at the largest ε on every example and, below it, only where a break is
+        still open (grouped by ε, as its stages take one ε each); a PGD run from δ = 0 that
+        stops at the first break shrinks each break found, so few examples need the cascade
+        at a second ε. Not for `rand` (or any EOT): a random model's breaks do not carry
+        between balls."""
+        random_model = self.preset == "rand" or (self.eot or 1) > 1
+        if not self.search or random_model or sum(e > 0 for e in grid) < 2:
+            return None
+        import torch
+
+        from robustness.attacks import threat_model
+        from robustness.evaluation.search import breaking_search
+
+        stage_of = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        probe_x = x.clone()  # per example, the last adversarial a cascade run found
+
+        def probe(rows, eps):
+            x_adv = x[rows].clone()
+            for value in eps.unique():
+                at = eps == value
+                sub = rows[at]
+                x_adv[at], stage = self.run_batched(
+                    model, x[sub], y[sub], float(value), generator=generator,
+                    clean_logits=clean_logits[sub], traced=True)
+                broke = stage >= 0  # the latest break found is the one at the smallest ε
+                stage_of[sub[broke]], probe_x[sub[broke]] = stage[broke], x_adv[at][broke]
+            return x_adv
+
+        first = self.stages()[0][1]  # a gradient stage in every preset
+        shrinker = PGDSpec(name="pgd", norm=self.norm, steps=min(40 * self.scale, first.steps),
+                           batch_size=self.batch_size, search=False)
+
+        def shrink(rows, eps):
+            return shrinker.run_batched(model, x[rows], y[rows], eps, generator=generator,
+                                        clean_logits=clean_logits[rows], until_broken=True,
+                                        start=torch.zeros_like(x[rows]))
+
+        def refine(rows, eps, x_start):
+            return shrinker.run_batched(model, x[rows], y[rows], eps, generator=generator,
+                                        clean_logits=clean_logits[rows],
+                                        start=x_start - x[rows], aim=_predicted(model, x_start),
+                                        steps=PGDSpec.refine_steps)
+
+        swept = breaking_search(model, x, y, grid, self.norm, clean_logits=clean_logits,
+                                probe=probe, shrink=shrink, refine=refine, shrink_first=True)
+        clean_right = clean_logits.argmax(1) == y
+        stages = []
+        for eps, x_adv in zip(grid, swept):
+            # A break at ε is the stage's whose adversarial, projected into this ball, still
+            # breaks; one only the shrinking PGD found counts for the first (gradient) stage.
+            with torch.no_grad():
+                broken = (model(x_adv).argmax(1) != y) & clean_right
+                if not broken.any():
+                    stages.append(torch.full_like(stage_of, -1))
+                    continue
+                inside = x + threat_model(self.norm, eps).clip(x, probe_x - x)
+                by_stage = (model(inside).argmax(1) != y) & (stage_of >= 0)
+            stage = torch.where(by_stage, stage_of, torch.zeros_like(stage_of))
+            stages.append(torch.where(broken, stage, torch.full_like(stage_of, -1)))
+        return swept, stages
 
     def run_traced(self, model, x, y, eps, *, generator=None, clean_logits=None):
         """(adversarial inputs, index of the stage that broke each example or -1)."""
@@ -597,6 +670,10 @@ class AuditSpec(ServiceJob):
     taus: list[float] = Field(default=[0.5, 0.9], min_length=1, max_length=32,
                               description="confidence thresholds of the silent-error rate")
     batch_size: int = Field(default=256, gt=0, le=65536)
+    precision: Literal["fp32", "amp"] = Field(
+        default="fp32", description="amp: the attacks' passes run under automatic mixed "
+        "precision (bfloat16; float16 on GPUs without it); every reported figure is still "
+        "the float32 model's prediction on the points they found")
     gate: list[GateRule] | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")

@@ -101,3 +101,30 @@ def test_pgd_stops_broken_examples_early_and_takes_an_eps_per_example(digits_mod
     # ...the larger balls break more, and stopping them early saves the passes.
     assert wrong_a[1::2].float().mean() > wrong_a[0::2].float().mean() + 0.3
     assert early.passes < 0.8 * full.passes
+
+
+def test_a_cascade_searches_down_from_the_largest_eps(digits_model, digits):
+    """The cascade's search: the robust examples cost one cascade (at the largest ε), the
+    others are settled by a PGD that stops at the first break and a cascade just below it;
+    the figures are the ε-by-ε cascade's, the stages still add up to them."""
+    data = _data(digits, 200)
+    reports = {}
+    for search in (True, False):
+        spec = parse_audit_spec({"dataset": {"name": "digits", "n": 200},
+                                 "epsilons": [0.0, 0.05, 0.1, 0.15, 0.2, 0.3],
+                                 "attacks": [{"name": "cascade", "preset": "quick",
+                                              "search": search}],
+                                 "batch_size": 100, "seed": 0})
+        reports[search] = run_sweep(digits_model, data, spec, device="cpu").report
+    fast, full = reports[True], reports[False]
+    acc = {s: [r["accuracy"] for r in reports[s]["results"]] for s in (True, False)}
+    assert acc[False][1] > 0.7 and acc[False][3] > 0.1 and acc[False][-1] < 0.05
+    for a, b in zip(acc[True], acc[False]):  # 3 examples either way: random starts differ
+        assert abs(a - b) <= 0.015
+    assert fast["provenance"]["passes_per_example"] < \
+        0.75 * full["provenance"]["passes_per_example"]
+    for r_fast, r_full in zip(fast["results"], full["results"]):
+        assert r_fast["mean_confidence_on_errors"] >= \
+            r_full["mean_confidence_on_errors"] - 0.1
+        after = [s["accuracy"] for s in r_fast["stages"]]
+        assert after == sorted(after, reverse=True) and after[-1] == r_fast["accuracy"]

@@ -36,35 +36,38 @@ def ascend(model, x: torch.Tensor, target: torch.Tensor, threat: ThreatModel,
     (`rows`: which rows of x they are). `until(logits, rows)`, when given, says which rows are
     done: they leave the batch and keep the point they were done at, so an accuracy-only
     phase spends no passes on an example once it is misclassified.
-    Gradients are taken with respect to delta only, so no parameter gradient accumulates.
+    Gradients are taken with respect to the input point only, so no parameter gradient
+    accumulates.
     `threat` and `step_size` may hold one value per row (robustness.attacks.threat).
     `clip_start=False` takes the first gradient at the raw start even outside the [0, 1] box
     (only the returned delta must be valid); see `training.methods.adversarial` for why.
     """
     delta = threat.clip(x, delta.detach()) if clip_start else delta.detach()
+    x_adv, valid = x + delta, threat.projector(x)
     rows = torch.arange(x.shape[0], device=x.device)
     out = delta.clone() if until is not None else None
     for _ in range(steps):
-        delta.requires_grad_(True)
-        logits = model(x + delta)
-        (grad,) = torch.autograd.grad(objective(logits, target).sum(), delta)
-        delta, logits = delta.detach(), logits.detach()
+        x_adv.requires_grad_(True)
+        logits = model(x_adv)
+        (grad,) = torch.autograd.grad(objective(logits, target).sum(), x_adv)
+        x_adv, logits = x_adv.detach(), logits.detach()
         if observe is not None:
-            observe(x + delta, logits, rows)
-        stepped = threat.clip(x, delta + threat.step(grad, step_size))
+            observe(x_adv, logits, rows)
+        stepped = valid(threat.ascent(x_adv, grad, step_size))
         if until is not None:
             done = until(logits, rows)
             if done.any():
-                out[rows[done]] = delta[done]
+                out[rows[done]] = x_adv[done] - x[done]
                 keep = ~done
                 x, target, rows, stepped = x[keep], target[keep], rows[keep], stepped[keep]
                 threat, step_size = threat.rows(keep), _rows(step_size, keep)
                 if rows.numel() == 0:
                     return out
-        delta = stepped
+                valid = threat.projector(x)
+        x_adv = stepped
     if out is None:
-        return delta
-    out[rows] = delta
+        return x_adv - x
+    out[rows] = x_adv - x
     return out
 
 
@@ -75,9 +78,14 @@ def _rows(v, rows: torch.Tensor):
 
 @torch.no_grad()
 def keep_best(best_x, best_m, x_new, m_new, rows):
-    """Per example of `rows`, keep x_new where its margin beats the best so far (shared by
-    every attack that reports the most confidently wrong point it visited)."""
+    """Per example of `rows` (distinct indices in ascending order), keep x_new where its
+    margin beats the best so far (shared by every attack that reports the most confidently
+    wrong point it visited)."""
     better = m_new > best_m[rows]
+    if rows.numel() == best_x.shape[0]:  # every row, in order: one pass, no gather
+        torch.where(better.view(-1, *[1] * (x_new.dim() - 1)), x_new, best_x, out=best_x)
+        torch.where(better, m_new, best_m, out=best_m)
+        return
     idx = rows[better]
     best_x[idx] = x_new[better]
     best_m[idx] = m_new[better]

@@ -58,6 +58,15 @@ class ThreatModel:
         """Project onto the ball, then into the input box; returns the valid δ."""
         return (x + self.project(delta)).clamp_(0.0, 1.0) - x
 
+    def projector(self, x: torch.Tensor):
+        """x_new ↦ the valid point for x + (x_new - x) (`clip`), prepared once per x: the
+        loop of an iterative attack then moves points, not perturbations."""
+        return lambda x_new: x + self.clip(x, x_new - x)
+
+    def ascent(self, x_adv: torch.Tensor, grad: torch.Tensor, step_size) -> torch.Tensor:
+        """x_adv moved by one ascent step (not yet projected)."""
+        return x_adv + self.step(grad, step_size)
+
 
 class LinfBall(ThreatModel):
     norm = "linf"
@@ -72,6 +81,17 @@ class LinfBall(ThreatModel):
     def project(self, delta):
         eps = per_example(self.eps)
         return delta.clamp(-eps, eps)
+
+    def projector(self, x):
+        # The ball and the box meet in one box per pixel: one clamp per step.
+        eps = per_example(self.eps)
+        low, high = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+        return lambda x_new: torch.clamp(x_new, low, high)
+
+    def ascent(self, x_adv, grad, step_size):
+        if isinstance(step_size, torch.Tensor):
+            return torch.addcmul(x_adv, grad.sign(), per_example(step_size))
+        return x_adv.add(grad.sign(), alpha=step_size)
 
     def size(self, delta):
         return flat_norm(delta, float("inf"))

@@ -28,6 +28,10 @@ What each ε reports (the per-example records):
   the most confidently wrong point. The confidence at ε is therefore that of a short
   targeted attack warm-started from the breaking adversarial, not of a full attack from
   scratch; `"search": false` buys the latter at the full price.
+
+A cascade (`CascadeSpec.sweep`) is a probe too dear to spend where an example breaks at a
+smaller ε anyway: there the shrinking PGD runs first on every example (`shrink_first`), so
+the cascade starts just below the break it found.
 """
 
 from __future__ import annotations
@@ -48,10 +52,16 @@ Refine = Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor]
 
 
 def breaking_search(model, x: torch.Tensor, y: torch.Tensor, grid: list[float], norm: str, *,
-                    probe: Probe, shrink: Probe, refine: Refine,
-                    clean_logits: torch.Tensor) -> list[torch.Tensor]:
+                    probe: Probe, shrink: Probe | None, refine: Refine | None,
+                    clean_logits: torch.Tensor, shrink_first: bool = False
+                    ) -> list[torch.Tensor]:
     """Adversarial inputs at each ε of the ascending `grid` (see the module's docstring).
-    Each round attacks every open example at once, each at its own ε."""
+    Each round attacks every open example at once, each at its own ε. Without `shrink`,
+    only the probe's adversarial is projected down the grid; without `refine`, the point
+    reported at an ε from the breaking one up is the most wrong of those found there and at
+    the ε below. `shrink_first` runs `shrink` on every example at the largest ε before any
+    probe: a cheap upper bound on each breaking ε, for a probe too dear to spend where the
+    example breaks at a smaller ε anyway (a cascade)."""
     n, count, dev = len(grid), x.shape[0], x.device
     eps = torch.tensor(grid, dtype=x.dtype, device=dev)
     with torch.no_grad():
@@ -78,6 +88,32 @@ def breaking_search(model, x: torch.Tensor, y: torch.Tensor, grid: list[float], 
         xs = x[rows]
         return xs + threat_model(norm, eps[at]).clip(xs, x_from - xs)
 
+    def line_search(rows: torch.Tensor, at: torch.Tensor, points: list[torch.Tensor]):
+        """Lower each row's known breaking ε (below `at`) to the smallest grid ε at which one
+        of its `points`, projected into that ball, is still misclassified."""
+        for k in range(int(at.max()) - 1, -1, -1):
+            inside = (lo[rows] < k) & (at > k)
+            if not inside.any():
+                continue
+            sub, to = rows[inside], torch.full((int(inside.sum()),), k, device=dev)
+            for found in points:
+                still = record(to, sub, projected(sub, found[inside], to)) > 0
+                hi[sub[still]] = torch.minimum(hi[sub[still]], to[still])
+
+    # Per example, the grid index `shrink` last ran at: it starts from δ = 0 without
+    # randomness, so it is never run twice at one ε.
+    shrunk = torch.full((count,), -1, dtype=torch.long, device=dev)
+    if shrink_first and shrink is not None:
+        rows = torch.nonzero(hi - lo > 1).squeeze(1)
+        if rows.numel():
+            at = hi[rows] - 1
+            small = shrink(rows, eps[at])
+            shrunk[rows] = at
+            broken = record(at, rows, small) > 0
+            rows, at, small = rows[broken], at[broken], small[broken]
+            hi[rows] = at
+            if rows.numel():
+                line_search(rows, at, [small])
     while True:
         rows = torch.nonzero(hi - lo > 1).squeeze(1)
         if rows.numel() == 0:
@@ -92,16 +128,15 @@ def breaking_search(model, x: torch.Tensor, y: torch.Tensor, grid: list[float], 
         rows, at, x_adv = rows[narrow], at[narrow], x_adv[narrow]
         if rows.numel() == 0:
             continue
-        small = shrink(rows, eps[at])
-        record(at, rows, small)
-        for k in range(int(at.max()) - 1, -1, -1):  # the line search, down the grid
-            inside = (lo[rows] < k) & (at > k)
-            if not inside.any():
-                continue
-            sub, to = rows[inside], torch.full((int(inside.sum()),), k, device=dev)
-            for found in (x_adv, small):
-                still = record(to, sub, projected(sub, found[inside], to)) > 0
-                hi[sub[still]] = torch.minimum(hi[sub[still]], to[still])
+        found_points = [x_adv]
+        fresh = shrunk[rows] != at
+        if shrink is not None and fresh.any():
+            small = x_adv.clone()
+            small[fresh] = shrink(rows[fresh], eps[at[fresh]])
+            shrunk[rows[fresh]] = at[fresh]
+            record(at[fresh], rows[fresh], small[fresh])
+            found_points.append(small)
+        line_search(rows, at, found_points)
     # Below the breaking ε: the robust probe's point, projected into each smaller ball.
     for j in range(n - 2, -1, -1):
         rows = torch.nonzero(lo > j).squeeze(1)
@@ -117,5 +152,6 @@ def breaking_search(model, x: torch.Tensor, y: torch.Tensor, grid: list[float], 
         if j > 0:
             prev = best_m[j - 1, rows] > best_m[j, rows]
             start[prev] = best_x[j - 1, rows[prev]]
-        record(torch.full((rows.numel(),), j, device=dev), rows, refine(rows, grid[j], start))
+        pushed = start if refine is None else refine(rows, grid[j], start)
+        record(torch.full((rows.numel(),), j, device=dev), rows, pushed)
     return list(best_x.unbind(0))

@@ -3,9 +3,11 @@
 Batches are the outer loop so memory stays one batch of adversarials whatever n is. Within a
 batch, a bounded attack's ε grid runs in ascending order and an adversarial found at a smaller
 ε is carried to every larger one (it lies inside the larger ball too), so robust accuracy never
-rises with ε because of attack noise. A cascade (a preset) goes further, as AutoAttack does:
-at each ε it attacks only the examples still robust at the previous one. Minimum-norm attacks
-run once per batch and are thresholded at each ε.
+rises with ε because of attack noise. An attack with a cheaper way over the grid (`sweep`:
+FGSM's one gradient, PGD's and a cascade's breaking-ε search) runs the grid at once; without
+its search a cascade (a preset), as AutoAttack does, attacks at each ε only the examples still
+robust at the previous one. Minimum-norm attacks run once per batch and are thresholded at
+each ε.
 
 An audit can run in shards (`sweep_shard` on contiguous runs of whole batches, anywhere) and be
 merged (`merge_shards`) into the report the unsharded audit gives, timings aside: each batch
@@ -20,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from robustness.devices import pick_device
+from robustness.devices import Autocast, fast_layout, in_layout, pick_device
 from robustness.errors import SpecError
 from robustness.evaluation.metrics import Records
 from robustness.evaluation.passes import PassCounter
@@ -76,16 +78,29 @@ def _attack_at(attack, model, xb, yb, eps, generator, clean_logits, prev_x, prev
     return x_adv, stage
 
 
+def _stage_as_recorded(stage, prev_stage, rec, clean, y):
+    """A searched cascade's stages made to agree with the float32 records: an example keeps
+    the stage of the smallest ε it broke at (as a cascade run ε by ε does), a break the
+    search's own PGD found counts for the first stage, and a robust one has none."""
+    broken = (rec.pred != y) & (clean.pred == y)
+    stage = torch.where(prev_stage >= 0, prev_stage, stage.clamp(min=0))
+    return torch.where(broken, stage, torch.full_like(stage, -1))
+
+
 def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress | None = None,
-              collect_adversarial: bool = False, model_info: dict | None = None) -> AuditResult:
+              collect_adversarial: bool = False, model_info: dict | None = None,
+              layout: torch.memory_format | None = None) -> AuditResult:
     """Audit `model` (inputs in [0,1], logits out) on `data` (x, y, indices, description).
-    The provenance's `memory` holds the audit's peak memory (robustness.memory)."""
+    The provenance's `memory` holds the audit's peak memory (robustness.memory). `layout`:
+    the memory format of the model (converted in place) and batches (`fast_layout`:
+    channels-last on CUDA)."""
     check_against_data(spec, data.x)
     device = pick_device(device) if not isinstance(device, torch.device) else device
     started = time.perf_counter()
     with PeakMemory(device) as memory:
         shard = sweep_shard(model, data, spec, 0, len(data.x), device=device,
-                            progress=progress, collect_adversarial=collect_adversarial)
+                            progress=progress, collect_adversarial=collect_adversarial,
+                            layout=layout)
         result = merge_shards(model, data, spec, [shard], device=device,
                               model_info=model_info, started=started,
                               collect_adversarial=collect_adversarial)
@@ -98,12 +113,19 @@ def _generator(spec: AuditSpec, batch: int) -> torch.Generator:
 
 
 def sweep_shard(plain_model, data, spec: AuditSpec, start: int, stop: int, *, device,
-                progress: Progress | None = None, collect_adversarial: bool = False) -> Shard:
+                progress: Progress | None = None, collect_adversarial: bool = False,
+                layout: torch.memory_format | None = None) -> Shard:
     """Every attack of the spec on examples [start, stop), which must begin on a batch
-    boundary (`shard_ranges`)."""
+    boundary (`shard_ranges`). The attacks see `attacked` (under AMP with precision amp);
+    every record is taken from the float32 `model`."""
     if start % spec.batch_size:
         raise ValueError(f"a shard starts on a batch boundary, not at example {start}")
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    layout = fast_layout(device) if layout is None else layout
+    if layout != torch.contiguous_format:
+        plain_model = plain_model.to(memory_format=layout)
     model = PassCounter(plain_model)
+    attacked = model if spec.precision == "fp32" else Autocast(model, device.type)
     labels = spec.attack_labels()
     batches = [(s, min(s + spec.batch_size, stop)) for s in range(start, stop, spec.batch_size)]
     total, done = progress_units(spec, start, stop), 0
@@ -129,7 +151,7 @@ def sweep_shard(plain_model, data, spec: AuditSpec, start: int, stop: int, *, de
     for lo, hi in batches:
         b = lo // spec.batch_size
         generator = _generator(spec, b)
-        xb = data.x[lo:hi].to(device)
+        xb = in_layout(data.x[lo:hi].to(device), layout)
         yb = data.y[lo:hi].to(device)
         with torch.no_grad():
             clean_logits = model(xb)
@@ -139,10 +161,13 @@ def sweep_shard(plain_model, data, spec: AuditSpec, start: int, stop: int, *, de
             t0 = time.perf_counter()
             where = f"{label} batch {b + 1}/{-(-len(data.x) // spec.batch_size)}"
             if attack.minimum_norm:
-                x_min, found = attack.run_batched(model, xb, yb, None, generator=generator,
+                x_min, found = attack.run_batched(attacked, xb, yb, None, generator=generator,
                                                   clean_logits=clean_logits)
                 with torch.no_grad():
                     found_rec = Records.from_logits(model(x_min), yb, x_min, xb, spec.top_k)
+                # Found means wrong in the float32 records (an AMP attack's own verdict may
+                # differ at the boundary it stops on).
+                found = found & ((found_rec.pred != yb) | (clean.pred != yb))
                 size = (found_rec.l2 if attack.norm == "l2" else found_rec.linf).clone()
                 size[~found] = float("inf")
                 size[clean.pred != yb] = 0.0
@@ -156,26 +181,35 @@ def sweep_shard(plain_model, data, spec: AuditSpec, start: int, stop: int, *, de
                 prev_x, prev = xb, clean
                 stage = torch.full((len(yb),), -1, dtype=torch.long, device=device)
                 grid = spec.grid(attack)
-                swept = attack.sweep(model, xb, yb, grid, generator=generator,
+                swept = attack.sweep(attacked, xb, yb, grid, generator=generator,
                                      clean_logits=clean_logits)
+                swept_stage = None
+                if isinstance(swept, tuple):  # a cascade's: the stage that broke each, too
+                    swept, swept_stage = swept
+                prev_stage = stage
                 for i, eps in enumerate(grid):
                     if eps == 0:
                         x_adv, rec = xb, clean
                     else:
                         if swept is not None:
                             x_adv = swept[i]
+                            if swept_stage is not None:
+                                stage = swept_stage[i]
                         else:
-                            x_adv, stage = _attack_at(attack, model, xb, yb, eps, generator,
+                            x_adv, stage = _attack_at(attack, attacked, xb, yb, eps, generator,
                                                       clean_logits, prev_x, prev, stage)
                         with torch.no_grad():
                             rec = Records.from_logits(model(x_adv), yb, x_adv, xb, spec.top_k)
                         carry = (prev.pred != yb) & (rec.pred == yb)
                         rec = prev.select(carry, rec)
                         x_adv = torch.where(carry.view(-1, 1, 1, 1), prev_x, x_adv)
+                        stage = torch.where(carry, prev_stage, stage)
+                        if swept_stage is not None:
+                            stage = _stage_as_recorded(stage, prev_stage, rec, clean, yb)
                     if attack.carries:
                         stage_parts[(label, eps)].append(stage.cpu())
                     keep(label, eps, rec, x_adv)
-                    prev_x, prev = x_adv, rec
+                    prev_x, prev, prev_stage = x_adv, rec, stage
                     tick(f"{where} ε={eps:g}")
                 rounding[label] = _survive_rounding(model, prev_x, prev, clean, yb,
                                                     rounding.get(label, (0, 0)))
