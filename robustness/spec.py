@@ -163,8 +163,8 @@ class AttackBase(Strict):
     def sweep(self, model, x, y, grid: list[float], *, generator=None, clean_logits=None):
         """Adversarial inputs at every ε of the ascending `grid` in one go, where the attack
         has a cheaper way than ε by ε (FGSM's one gradient, PGD's breaking-ε search); None:
-        the sweep runs it at each ε. A cascade returns (inputs, stages): per ε, the stage
-        that broke each example, or -1."""
+        the sweep runs it at each ε. A cascade returns (inputs, stages): per ε, the stage a
+        break of each example there counts for (whether it broke is the records' to say)."""
         return
 
     def run_batched(self, model, x, y, eps: float | None = None, *, generator=None,
@@ -518,7 +518,7 @@ class CascadeSpec(AttackBase):
                                clean_logits=clean_logits)[0]
 
     def sweep(self, model, x, y, grid, *, generator=None, clean_logits=None):
-        """(adversarial inputs, stage per example) at each ε, by the breaking-ε search: the
+        """(adversarial inputs, stage a break counts for) at each ε, by the breaking-ε search: the
         cascade runs at the largest ε on every example and, below it, only where a break is
         still open (grouped by ε, as its stages take one ε each); a PGD run from δ = 0 that
         stops at the first break shrinks each break found, so few examples need the cascade
@@ -564,20 +564,18 @@ class CascadeSpec(AttackBase):
 
         swept = breaking_search(model, x, y, grid, self.norm, clean_logits=clean_logits,
                                 probe=probe, shrink=shrink, refine=refine, shrink_first=True)
-        clean_right = clean_logits.argmax(1) == y
         stages = []
-        for eps, x_adv in zip(grid, swept):
-            # A break at ε is the stage's whose adversarial, projected into this ball, still
-            # breaks; one only the shrinking PGD found counts for the first (gradient) stage.
-            with torch.no_grad():
-                broken = (model(x_adv).argmax(1) != y) & clean_right
-                if not broken.any():
-                    stages.append(torch.full_like(stage_of, -1))
-                    continue
-                inside = x + threat_model(self.norm, eps).clip(x, probe_x - x)
-                by_stage = (model(inside).argmax(1) != y) & (stage_of >= 0)
-            stage = torch.where(by_stage, stage_of, torch.zeros_like(stage_of))
-            stages.append(torch.where(broken, stage, torch.full_like(stage_of, -1)))
+        for eps in grid:
+            # A break at ε counts for the stage whose adversarial, projected into this ball,
+            # still breaks; one only the shrinking PGD found, for the first (gradient) stage.
+            # Which examples are broken there is for the records to say (the sweep's).
+            stage = torch.zeros_like(stage_of)
+            if eps > 0 and bool((stage_of >= 0).any()):
+                with torch.no_grad():
+                    inside = x + threat_model(self.norm, eps).clip(x, probe_x - x)
+                    by_stage = (model(inside).argmax(1) != y) & (stage_of >= 0)
+                stage = torch.where(by_stage, stage_of, stage)
+            stages.append(stage)
         return swept, stages
 
     def run_traced(self, model, x, y, eps, *, generator=None, clean_logits=None):

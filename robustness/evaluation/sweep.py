@@ -79,11 +79,11 @@ def _attack_at(attack, model, xb, yb, eps, generator, clean_logits, prev_x, prev
 
 
 def _stage_as_recorded(stage, prev_stage, rec, clean, y):
-    """A searched cascade's stages made to agree with the float32 records: an example keeps
-    the stage of the smallest ε it broke at (as a cascade run ε by ε does), a break the
-    search's own PGD found counts for the first stage, and a robust one has none."""
+    """A searched cascade's stages as the float32 records have it: a broken example keeps
+    the stage of the smallest ε it broke at (as a cascade run ε by ε does), a robust one
+    (or one wrong from the start) has none."""
     broken = (rec.pred != y) & (clean.pred == y)
-    stage = torch.where(prev_stage >= 0, prev_stage, stage.clamp(min=0))
+    stage = torch.where(prev_stage >= 0, prev_stage, stage)
     return torch.where(broken, stage, torch.full_like(stage, -1))
 
 
