@@ -295,22 +295,33 @@ class PGDSpec(GradientAttack):
     def sweep(self, model, x, y, grid, *, generator=None, clean_logits=None):
         if not self.search or len(grid) < 2:
             return None
-        import torch
 
         from robustness.evaluation.search import breaking_search
+
+        run, shrink, refine = self.search_runs(model, x, y, generator=generator,
+                                               clean_logits=clean_logits)
+        return breaking_search(model, x, y, grid, self.norm, clean_logits=clean_logits,
+                               probe=lambda rows, eps: run(rows, eps, until_broken=True),
+                               shrink=shrink, refine=refine)
+
+    def search_runs(self, model, x, y, *, generator, clean_logits):
+        """This PGD's runs for the breaking-ε search (robustness.evaluation.search), on rows
+        of x at one ε per row: (run, shrink from δ = 0 to the first break, refine towards
+        the class a point is taken for). A cascade's search uses the shrink and refine too."""
+        import torch
 
         def run(rows, eps, **options):
             return self.run_batched(model, x[rows], y[rows], eps, generator=generator,
                                     clean_logits=clean_logits[rows], **options)
 
-        return breaking_search(
-            model, x, y, grid, self.norm, clean_logits=clean_logits,
-            probe=lambda rows, eps: run(rows, eps, until_broken=True),
-            shrink=lambda rows, eps: run(rows, eps, until_broken=True,
-                                         start=torch.zeros_like(x[rows])),
-            refine=lambda rows, eps, x_start: run(rows, eps, start=x_start - x[rows],
-                                                  aim=_predicted(model, x_start),
-                                                  steps=min(self.refine_steps, self.steps)))
+        def shrink(rows, eps):
+            return run(rows, eps, until_broken=True, start=torch.zeros_like(x[rows]))
+
+        def refine(rows, eps, x_start):
+            return run(rows, eps, start=x_start - x[rows], aim=_predicted(model, x_start),
+                       steps=min(self.refine_steps, self.steps))
+
+        return run, shrink, refine
 
 
 class APGDSpec(GradientAttack):
@@ -549,18 +560,9 @@ class CascadeSpec(AttackBase):
 
         first = self.stages()[0][1]  # a gradient stage in every preset
         shrinker = PGDSpec(name="pgd", norm=self.norm, steps=min(40 * self.scale, first.steps),
-                           batch_size=self.batch_size, search=False)
-
-        def shrink(rows, eps):
-            return shrinker.run_batched(model, x[rows], y[rows], eps, generator=generator,
-                                        clean_logits=clean_logits[rows], until_broken=True,
-                                        start=torch.zeros_like(x[rows]))
-
-        def refine(rows, eps, x_start):
-            return shrinker.run_batched(model, x[rows], y[rows], eps, generator=generator,
-                                        clean_logits=clean_logits[rows],
-                                        start=x_start - x[rows], aim=_predicted(model, x_start),
-                                        steps=PGDSpec.refine_steps)
+                           batch_size=self.batch_size)
+        _, shrink, refine = shrinker.search_runs(model, x, y, generator=generator,
+                                                 clean_logits=clean_logits)
 
         swept = breaking_search(model, x, y, grid, self.norm, clean_logits=clean_logits,
                                 probe=probe, shrink=shrink, refine=refine, shrink_first=True)

@@ -26,6 +26,11 @@ from robustness.attacks.losses import margin
 BOUNDARY_STEPS = 10  # bisection steps of `to_boundary`: the boundary to within 0.1% of δ
 
 
+def _adversarial(m: torch.Tensor, confidence: float) -> torch.Tensor:
+    """Misclassified, by at least the required margin κ."""
+    return (m > 0) & (m >= confidence)
+
+
 @torch.no_grad()
 def to_boundary(model, x, y, x_adv, found, confidence: float = 0.0,
                 steps: int = BOUNDARY_STEPS) -> torch.Tensor:
@@ -40,14 +45,13 @@ def to_boundary(model, x, y, x_adv, found, confidence: float = 0.0,
     shape = (-1,) + (1,) * (x.dim() - 1)
     for _ in range(steps):
         mid = (low + high) / 2
-        m = margin(model(xs + mid.view(shape) * delta), ys)
-        ok = (m > 0) & (m >= confidence)
+        ok = _adversarial(margin(model(xs + mid.view(shape) * delta), ys), confidence)
         high, low = torch.where(ok, mid, high), torch.where(ok, low, mid)
     # Half a percent of δ back outwards, where still adversarial: a point on the boundary to
     # 2^-steps could flip with the rounding of another batch's forward.
     safe = (high * 1.005).clamp(max=1.0)
-    m = margin(model(xs + safe.view(shape) * delta), ys)
-    high = torch.where((m > 0) & (m >= confidence), safe, high)
+    ok = _adversarial(margin(model(xs + safe.view(shape) * delta), ys), confidence)
+    high = torch.where(ok, safe, high)
     out = x_adv.clone()
     out[rows] = xs + high.view(shape) * delta
     return out
@@ -80,7 +84,7 @@ def carlini_wagner_l2(model, x: torch.Tensor, y: torch.Tensor, *, steps: int = 1
             loss.sum().backward()
             with torch.no_grad():
                 # The point scored is the one the logits were computed on (before the step).
-                ok = (m > 0) & (m >= confidence)
+                ok = _adversarial(m, confidence)
                 l2 = l2sq.sqrt()
                 better = ok & (l2 < best_l2)
                 best_l2 = torch.where(better, l2, best_l2)

@@ -203,7 +203,6 @@ def sweep_shard(plain_model, data, spec: AuditSpec, start: int, stop: int, *, de
                         carry = (prev.pred != yb) & (rec.pred == yb)
                         rec = prev.select(carry, rec)
                         x_adv = torch.where(carry.view(-1, 1, 1, 1), prev_x, x_adv)
-                        stage = torch.where(carry, prev_stage, stage)
                         if swept_stage is not None:
                             stage = _stage_as_recorded(stage, prev_stage, rec, clean, yb)
                     if attack.carries:
