@@ -53,7 +53,8 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-d
 export PYTHONUNBUFFERED=1 ROBUSTNESS_TEST_DATA_ROOT=.gpu/data
 { date -u; nvidia-smi; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"; } \
     2>&1 | tee "$OUT/device.txt"
-timeout 150 python3 -m pytest -m cuda -q -p no:cacheprovider -o addopts="" tests/test_devices.py \
+timeout 150 python3 -m pytest -m cuda -q -p no:cacheprovider -o addopts="" \
+    tests/test_devices.py tests/test_batching.py \
     2>&1 | tee "$OUT/pytest.log" || status=1
 timeout 150 python3 bench/peers.py --cases resnet --device cuda --resnet-n 8192 \
     --resnet-batch 512 --out "$OUT/resnet.json" 2>&1 | tee "$OUT/resnet.log" || status=1

@@ -19,7 +19,7 @@ by bench/report_pages.py into out/report-pages/ if not there yet. Cases:
 
 - `resnet`: throughput on a CIFAR-size ResNet-18 with synthetic inputs (`--device`,
   `--resnet-n`, `--resnet-batch`): PGD-10 with ours and torchattacks as shares of the
-  floor's passes per second.
+  floor's passes per second; and forward passes alone under no_grad and inference_mode.
 
 The `standard` preset against pyautoattack is bench/autoattack_mnist.py.
 """
@@ -66,6 +66,14 @@ def floor(model, x, y, batch, passes):
             xi = xb.clone().requires_grad_(True)
             loss = torch.nn.functional.cross_entropy(model(xi), yb)
             torch.autograd.grad(loss, xi)
+
+
+def forwards(model, x, batch, passes, mode):
+    """`passes` forward passes over x in batches, under `mode` (no_grad or inference_mode)."""
+    with mode():
+        for _ in range(passes):
+            for i in range(0, len(x), batch):
+                model(x[i:i + batch])
 
 
 def pgd_case(model, x, y, batch, seed, repeats: int = 1) -> dict:
@@ -215,14 +223,20 @@ def resnet_case(device: str, n: int, batch: int, steps: int = 10, seed: int = 0)
         "torchattacks": lambda: [attack(xb, yb) for xb, yb in batches(x, y, batch)],
         "ours_amp": lambda: [pgd(amp, xb, yb, LinfBall(eps), steps=steps, step_size=alpha,
                                  generator=gen) for xb, yb in batches(x, y, batch)],
+        # Evaluation passes (records, Square's queries): forwards only, under no_grad as
+        # the library runs them, or under inference_mode, kept only if it pays.
+        "forward_no_grad": lambda: forwards(model, x, batch, steps, torch.no_grad),
+        "forward_inference_mode": lambda: forwards(model, x, batch, steps,
+                                                   torch.inference_mode),
     }
     # Warm-up: cuDNN's algorithm search, the allocator's caches, autocast's casts.
     synced(lambda: floor(model, x[:batch], y[:batch], batch, 2))()
     synced(lambda: pgd(amp, x[:batch], y[:batch], LinfBall(eps), steps=2, step_size=alpha))()
     rows = {name: {"seconds": timed(synced(run))[1]} for name, run in runs.items()}
-    for row in rows.values():
+    for name, row in rows.items():
         row["passes_per_second"] = n * steps / row["seconds"]
-        row["share_of_floor"] = rows["floor"]["seconds"] / row["seconds"]
+        if not name.startswith("forward"):
+            row["share_of_floor"] = rows["floor"]["seconds"] / row["seconds"]
     return {"device": device, "n": n, "batch": batch, "steps": steps,
             "layout": str(layout), **rows}
 

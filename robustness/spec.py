@@ -669,7 +669,10 @@ class AuditSpec(ServiceJob):
     seed: int = 0
     taus: list[float] = Field(default=[0.5, 0.9], min_length=1, max_length=32,
                               description="confidence thresholds of the silent-error rate")
-    batch_size: int = Field(default=256, gt=0, le=65536)
+    batch_size: int | None = Field(
+        default=None, gt=0, le=65536, description="examples per batch, each with its own "
+        "random seed; unset: the largest that fits the free memory, up to 256 on a CPU and "
+        "4096 on a GPU (robustness.batching), written back into the report's spec")
     precision: Literal["fp32", "amp"] = Field(
         default="fp32", description="amp: the attacks' passes run under automatic mixed "
         "precision (bfloat16; float16 on GPUs without it); every reported figure is still "

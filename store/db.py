@@ -133,6 +133,8 @@ class ShardRecord(Base):
     index: Mapped[int] = mapped_column("shard_index", Integer, primary_key=True)
     start: Mapped[int] = mapped_column(Integer)
     stop: Mapped[int] = mapped_column(Integer)
+    # the audit's batch size, as its coordinator resolved it (None: planned before 0009)
+    batch_size: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default="queued")  # + running|succeeded|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200))

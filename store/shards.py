@@ -29,14 +29,17 @@ def _job_live():
                           JobRecord.cancel_requested.is_(False))
 
 
-def plan(db: Database, job_id: str, ranges: list[tuple[int, int]]) -> list[ShardRecord]:
-    """The job's shards, made on the first call; a later call (the audit's coordinator after a
-    restart) gets the ones that exist, finished work included, whatever `ranges` says."""
+def plan(db: Database, job_id: str, ranges: list[tuple[int, int]],
+         batch_size: int | None = None) -> list[ShardRecord]:
+    """The job's shards (of `batch_size` batches), made on the first call; a later call (the
+    audit's coordinator after a restart) gets the ones that exist, finished work included,
+    whatever `ranges` and `batch_size` say."""
     with db.session.begin() as s:
         rows = list(s.execute(select(ShardRecord).where(ShardRecord.job_id == job_id)
                               .order_by(ShardRecord.index)).scalars())
         if not rows:
-            rows = [ShardRecord(job_id=job_id, index=i, start=lo, stop=hi, status="queued",
+            rows = [ShardRecord(job_id=job_id, index=i, start=lo, stop=hi,
+                                batch_size=batch_size, status="queued",
                                 attempts=0, progress_completed=0, progress_total=0)
                     for i, (lo, hi) in enumerate(ranges)]
             s.add_all(rows)

@@ -1,6 +1,7 @@
 """One audit over two workers, on the machine's Redis and PostgreSQL: its shards run on both,
-the merged report is the one the library gives unsharded, and a worker killed mid-shard
-costs that shard (claimed again after its lease), not the audit."""
+the merged report is the one the library gives unsharded, a worker killed mid-shard costs
+that shard (claimed again after its lease), not the audit, and a coordinator killed while it
+merges costs no shard at all."""
 
 from __future__ import annotations
 
@@ -48,16 +49,30 @@ def _shards_run_by(svc, name: str) -> list[int]:
     return [int(i) for i in re.findall(r"shard (\d+): succeeded", log)]
 
 
-def test_one_audit_runs_on_two_workers_and_survives_losing_one(two_workers, digits_model,
-                                                               digits):
-    svc, weights = two_workers
-    _, test = digits
-    torch.set_num_threads(1)  # as the workers run (OMP_NUM_THREADS=1): the same float sums
+@pytest.fixture
+def unsharded(digits_model, digits) -> dict:
+    """The library's report of the audit, in one process."""
     from types import SimpleNamespace
 
+    _, test = digits
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers run (OMP_NUM_THREADS=1): the same float sums
     data = SimpleNamespace(x=test.x[:N], y=test.y[:N], indices=test.indices[:N],
                            description={"name": "digits", "split": "test", "n": N})
-    unsharded = run_sweep(digits_model, data, parse_audit_spec(AUDIT), device="cpu").report
+    try:
+        return run_sweep(digits_model, data, parse_audit_spec(AUDIT), device="cpu").report
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _database(svc):
+    from store.db import Database
+
+    return Database(svc.env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://"))
+
+
+def test_one_audit_runs_on_two_workers_and_survives_losing_one(two_workers, unsharded):
+    svc, weights = two_workers
     with httpx.Client(base_url=svc.url, headers=AUTH, timeout=30) as client:
         model_id = register_model(client, weights)
         job_id = client.post("/v1/audits", json={"model_id": model_id, **AUDIT}).json()["id"]
@@ -83,22 +98,83 @@ def test_one_audit_runs_on_two_workers_and_survives_losing_one(two_workers, digi
                     victim = name
             time.sleep(0.05)
         assert victim is not None, svc.tail()
-        import os
-        import signal
-
-        os.killpg(svc.procs[victim].pid, signal.SIGKILL)
-        svc.procs.pop(victim).wait()
-        body = wait_for(client, f"/v1/audits/{job_id}", finished, timeout=300)
-        assert body["status"] == "succeeded", (body["error"], svc.tail())
-        again = client.get(f"/v1/audits/{job_id}/report").json()
-        assert _same_audit(again) == _same_audit(unsharded)
+        _killed_yet_the_same_audit(svc, client, victim, job_id, unsharded)
     # The database says what happened: the dead worker's shard ran twice, the others once.
     from store import shards
-    from store.db import Database
 
-    db = Database(svc.env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://"))
+    db = _database(svc)
     try:
         attempts = sorted(r.attempts for r in shards.shards(db, job_id))
     finally:
         db.dispose()
     assert attempts == [1, 1, 1, 2], attempts
+
+
+def test_a_coordinator_lost_while_it_merges_costs_no_shard(two_workers, unsharded):
+    """The worker coordinating an audit dies once every shard is done, before its report is
+    stored: the audit is redelivered after its lease, and the other worker merges the shards
+    the database says are finished, running none of them again."""
+    import os
+    import signal
+
+    from store import shards, transitions
+
+    svc, weights = two_workers
+    db = _database(svc)
+    try:
+        with httpx.Client(base_url=svc.url, headers=AUTH, timeout=30) as client:
+            model_id = register_model(client, weights)
+            for _ in range(3):
+                job_id = client.post("/v1/audits",
+                                     json={"model_id": model_id, **AUDIT}).json()["id"]
+                coordinator = _coordinator(svc, job_id)
+                deadline = time.monotonic() + 120
+                while not _all_succeeded(shards.shards(db, job_id)):
+                    assert time.monotonic() < deadline, svc.tail()
+                    time.sleep(0.02)
+                # Freeze it where it is: merging, unless it was quicker than this test.
+                os.killpg(svc.procs[coordinator].pid, signal.SIGSTOP)
+                if transitions.get_job(db, job_id).status == "running":
+                    break
+                os.killpg(svc.procs[coordinator].pid, signal.SIGCONT)
+                wait_for(client, f"/v1/audits/{job_id}", finished, timeout=60)
+            else:
+                pytest.fail("the coordinator stored its report before it could be stopped, "
+                            "three times")
+            report = _killed_yet_the_same_audit(svc, client, coordinator, job_id, unsharded)
+            assert report["provenance"]["shards"] == 4
+        assert transitions.get_job(db, job_id).attempts == 2
+        assert [r.attempts for r in shards.shards(db, job_id)] == [1, 1, 1, 1]
+    finally:
+        db.dispose()
+
+
+def _killed_yet_the_same_audit(svc, client, worker: str, job_id: str, unsharded) -> dict:
+    """Kill `worker` (its process group: Celery, sandbox and all); the audit must still
+    succeed with the unsharded report, which is returned."""
+    import os
+    import signal
+
+    os.killpg(svc.procs[worker].pid, signal.SIGKILL)
+    svc.procs.pop(worker).wait()
+    body = wait_for(client, f"/v1/audits/{job_id}", finished, timeout=300)
+    assert body["status"] == "succeeded", (body["error"], svc.tail())
+    report = client.get(f"/v1/audits/{job_id}/report").json()
+    assert _same_audit(report) == _same_audit(unsharded)
+    return report
+
+
+def _coordinator(svc, job_id: str) -> str:
+    """The worker whose log says it took the audit's job."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for name in ("worker-a", "worker-b"):
+            if f"audit {job_id}: started (attempt 1)" in \
+                    svc.logs[name].read_text(errors="replace"):
+                return name
+        time.sleep(0.05)
+    raise AssertionError(f"no worker took audit {job_id}: {svc.tail()}")
+
+
+def _all_succeeded(states) -> bool:
+    return bool(states) and all(r.status == "succeeded" for r in states)

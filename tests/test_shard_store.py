@@ -33,11 +33,13 @@ def _running_audit(db) -> str:
 
 def test_one_claim_wins_and_only_it_stores_the_result(db):
     job_id = _running_audit(db)
-    made = shards.plan(db, job_id, [(0, 100), (100, 200), (200, 230)])
-    assert [(r.index, r.start, r.stop, r.status) for r in made] == \
-        [(0, 0, 100, "queued"), (1, 100, 200, "queued"), (2, 200, 230, "queued")]
-    # A restarted coordinator gets the same shards, whatever it would plan now.
-    assert [r.stop for r in shards.plan(db, job_id, [(0, 230)])] == [100, 200, 230]
+    made = shards.plan(db, job_id, [(0, 100), (100, 200), (200, 230)], batch_size=50)
+    assert [(r.index, r.start, r.stop, r.status, r.batch_size) for r in made] == \
+        [(0, 0, 100, "queued", 50), (1, 100, 200, "queued", 50), (2, 200, 230, "queued", 50)]
+    # A restarted coordinator gets the same shards, whatever it would plan now (another
+    # machine may fit another batch: the shards keep the one they were seeded with).
+    again = shards.plan(db, job_id, [(0, 230)], batch_size=230)
+    assert [(r.stop, r.batch_size) for r in again] == [(100, 50), (200, 50), (230, 50)]
     first = shards.claim(db, job_id, 1, lease_seconds=60)
     assert first is not None and shards.claim(db, job_id, 1, lease_seconds=60) is None
     assert shards.claim_next(db, job_id, lease_seconds=60)[0] == 0

@@ -79,9 +79,12 @@ class ShardBeat(threading.Thread):
 
 
 def run_shard(ctx, spec, model, data, device, record: ShardRecord, progress) -> str:
-    """Run one shard in this process; the sha256 of its stored records."""
+    """Run one shard in this process, batched as planned; the sha256 of its stored records."""
     from robustness.evaluation.shards import shard_to_bytes
     from robustness.evaluation.sweep import sweep_shard
+
+    if record.batch_size is not None:
+        spec = spec.model_copy(update={"batch_size": record.batch_size})
 
     shard = sweep_shard(model, data, spec, record.start, record.stop, device=device,
                         progress=progress, collect_adversarial=True)
@@ -90,6 +93,7 @@ def run_shard(ctx, spec, model, data, device, record: ShardRecord, progress) -> 
 
 def coordinate(ctx, job, spec, model, data, device, beat, model_info: dict):
     """The audit's AuditResult, its shards run here and on any other worker (see above)."""
+    from robustness.batching import BatchChoice, resolve_batch
     from robustness.evaluation.shards import (
         merge_shards,
         shard_from_bytes,
@@ -105,8 +109,15 @@ def coordinate(ctx, job, spec, model, data, device, beat, model_info: dict):
     check_against_data(spec, data.x)
     n = len(data.x)
     started = time.perf_counter()
+    spec, batch = resolve_batch(spec, model, data.x, device)
     planned = store_shards.plan(ctx.db, job.id, shard_ranges(n, spec.batch_size,
-                                                              shard_count(settings, n)))
+                                                              shard_count(settings, n)),
+                                spec.batch_size)
+    if planned[0].batch_size not in (None, spec.batch_size):
+        # Planned by an earlier coordinator, on a machine with other free memory: its batch
+        # is the one its finished shards were seeded with.
+        spec = spec.model_copy(update={"batch_size": planned[0].batch_size})
+        batch = BatchChoice(value=spec.batch_size, chosen="free memory (first coordinator)")
     celery = make_celery(settings)
     for record in planned:
         if record.status == "queued":
@@ -156,7 +167,7 @@ def coordinate(ctx, job, spec, model, data, device, beat, model_info: dict):
     loaded = [shard_from_bytes(ctx.store.read_bytes(r.result_sha256)) for r in states]
     beat.progress(total, total, "merging the shards")
     return merge_shards(model, data, spec, loaded, device=device, model_info=model_info,
-                        started=started, collect_adversarial=True)
+                        started=started, collect_adversarial=True, batch=batch)
 
 
 def run_shard_task(ctx, job_id: str, index: int) -> str:

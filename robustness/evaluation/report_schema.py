@@ -115,6 +115,10 @@ class Provenance(Open):
         default=None, description="the audit's peak memory: the process's resident set at the "
         "start, its peak (sampled) and at the end, and CUDA's peak of allocated bytes (null "
         "on the CPU); null figures where the OS does not tell")
+    batch_size: dict[str, Any] | None = Field(
+        default=None, description="how the spec's batch_size was chosen: `value`, `chosen` "
+        "(spec, or free memory when the spec left it unset) and, when chosen, the measured "
+        "`per_example_bytes`, the `free_bytes` it had to fit in and the device's `cap`")
 
 
 class Check(Open):

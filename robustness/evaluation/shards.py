@@ -18,6 +18,7 @@ from itertools import pairwise
 
 import torch
 
+from robustness.batching import BatchChoice
 from robustness.evaluation.checks import run_checks
 from robustness.evaluation.gate import evaluate_gate
 from robustness.evaluation.metrics import Records
@@ -136,10 +137,12 @@ def shard_from_bytes(data: bytes) -> Shard:
 
 def merge_shards(model, data, spec: AuditSpec, shards: list[Shard], *, device,
                  model_info: dict | None = None, started: float | None = None,
-                 collect_adversarial: bool = False) -> AuditResult:
+                 collect_adversarial: bool = False,
+                 batch: BatchChoice | None = None) -> AuditResult:
     """The audit's report from its shards (in any order; together they must cover the
     examples once): records joined in example order, then the report, per-class figures,
-    validity checks and gate over all of them, as if one process had run it all."""
+    validity checks and gate over all of them, as if one process had run it all. `batch`:
+    how the spec's batch_size was chosen, for the provenance (default: the spec's own)."""
     started = time.perf_counter() if started is None else started
     shards = sorted(shards, key=lambda sh: sh.start)
     edges = [(sh.start, sh.stop) for sh in shards]
@@ -169,6 +172,8 @@ def merge_shards(model, data, spec: AuditSpec, shards: list[Shard], *, device,
                           seconds=time.perf_counter() - started)
     report["provenance"]["passes_per_example"] = passes / max(n, 1)
     report["provenance"]["shards"] = len(shards)
+    report["provenance"]["batch_size"] = (
+        batch or BatchChoice(value=spec.batch_size, chosen="spec")).provenance()
     meta = getattr(model, "metadata", None)
     report["per_class"] = per_class(report, meta.num_classes if meta else
                                     int(data.y.max()) + 1, meta.labels if meta else None)

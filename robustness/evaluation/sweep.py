@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 
+from robustness.batching import resolve_batch
 from robustness.devices import Autocast, fast_layout, in_layout, pick_device
 from robustness.errors import SpecError
 from robustness.evaluation.metrics import Records
@@ -91,19 +92,21 @@ def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress |
               collect_adversarial: bool = False, model_info: dict | None = None,
               layout: torch.memory_format | None = None) -> AuditResult:
     """Audit `model` (inputs in [0,1], logits out) on `data` (x, y, indices, description).
-    The provenance's `memory` holds the audit's peak memory (robustness.memory). `layout`:
-    the memory format of the model (converted in place) and batches (`fast_layout`:
-    channels-last on CUDA)."""
+    The provenance's `memory` holds the audit's peak memory (robustness.memory), its
+    `batch_size` how the batch was chosen (robustness.batching: the spec's, or the largest
+    that fits when the spec leaves it unset). `layout`: the memory format of the model
+    (converted in place) and batches (`fast_layout`: channels-last on CUDA)."""
     check_against_data(spec, data.x)
     device = pick_device(device) if not isinstance(device, torch.device) else device
     started = time.perf_counter()
     with PeakMemory(device) as memory:
+        spec, batch = resolve_batch(spec, model, data.x, device)
         shard = sweep_shard(model, data, spec, 0, len(data.x), device=device,
                             progress=progress, collect_adversarial=collect_adversarial,
                             layout=layout)
         result = merge_shards(model, data, spec, [shard], device=device,
                               model_info=model_info, started=started,
-                              collect_adversarial=collect_adversarial)
+                              collect_adversarial=collect_adversarial, batch=batch)
     result.report["provenance"]["memory"] = memory.figures()
     return result
 
@@ -118,6 +121,8 @@ def sweep_shard(plain_model, data, spec: AuditSpec, start: int, stop: int, *, de
     """Every attack of the spec on examples [start, stop), which must begin on a batch
     boundary (`shard_ranges`). The attacks see `attacked` (under AMP with precision amp);
     every record is taken from the float32 `model`."""
+    if spec.batch_size is None:
+        raise ValueError("a shard runs with a resolved batch_size (robustness.batching)")
     if start % spec.batch_size:
         raise ValueError(f"a shard starts on a batch boundary, not at example {start}")
     device = pick_device(device) if not isinstance(device, torch.device) else device
