@@ -2,7 +2,8 @@
 bench/gpu_check.sh runs it): `robustness serve` with its embedded broker and SQLite,
 ROBUSTNESS_DEVICE=cuda, the model uploaded over HTTP, the default audit (`standard`) over
 an ε grid, the report read back. Prints and writes the figures a reader needs: status,
-accuracies, seconds, the device and peak memory the report's provenance names.
+accuracies, seconds, the device, peak memory and chosen batch size the report's provenance
+names (the spec leaves `batch_size` unset, so the GPU's free memory chooses it).
 
     python3 bench/gpu_service_audit.py --data-root .gpu/data \\
         --model .gpu/models/fgsm-at/model.safetensors [--n 1000] [--out out/gpu-service.json]
@@ -62,7 +63,8 @@ def main() -> None:
                     checks={c["id"]: c["status"] for c in report["checks"]},
                     provenance={k: prov.get(k) for k in ("device", "memory", "torch",
                                                          "attack_seconds", "checks_seconds",
-                                                         "passes_per_example")})
+                                                         "passes_per_example",
+                                                         "batch_size")})
     except Exception as exc:  # noqa: BLE001 - the log says what broke; the file says it too
         result["failure"] = f"{type(exc).__name__}: {exc}"
         result["logs"] = svc.tail()

@@ -64,13 +64,16 @@ def metadata_for_data(metadata: ModelMetadata | None, data) -> ModelMetadata:
 
 
 def audit(model, data, spec: AuditSpec, *, device=None, progress: Progress | None = None,
-          collect_adversarial: bool = False, model_extra: dict | None = None) -> AuditResult:
+          collect_adversarial: bool = False, model_extra: dict | None = None,
+          batch_limit: int | None = None) -> AuditResult:
     """Audit a loaded classifier (`robustness.models.Classifier`) on loaded data.
-    `model_extra` adds to the report's `model` record (the service adds the model's id)."""
+    `model_extra` adds to the report's `model` record (the service adds the model's id);
+    `batch_limit` bounds the batch chosen for a spec without one (a service's largest)."""
     check_model_fits_data(model, data)
     return run_sweep(model, data, spec, device=device, progress=progress,
                      collect_adversarial=collect_adversarial,
-                     model_info={**model_info(model), **(model_extra or {})})
+                     model_info={**model_info(model), **(model_extra or {})},
+                     batch_limit=batch_limit)
 
 
 def audit_model_file(spec: AuditSpec, model_path: str | Path,

@@ -91,10 +91,13 @@ def per_example_bytes(model, shape: tuple[int, ...], device: torch.device) -> in
 
 
 def fitting_batch(model, shape: tuple[int, ...], device: torch.device,
-                  free: int | None = None) -> BatchChoice:
-    """The largest power of two up to the device's cap whose attack fits in HEADROOM of
-    `free` bytes (measured when not given); at least 1."""
+                  free: int | None = None, limit: int | None = None) -> BatchChoice:
+    """The largest power of two up to the device's cap (and `limit`: a service's largest
+    batch) whose attack fits in HEADROOM of `free` bytes (measured when not given); at
+    least 1."""
     cap = CAPS.get(device.type, CAPS["cpu"])
+    if limit is not None:
+        cap = min(cap, 1 << (limit.bit_length() - 1))  # a power of two, as every choice is
     each = per_example_bytes(model, shape, device)
     free = free_bytes(device) if free is None else free
     batch = cap
@@ -105,9 +108,10 @@ def fitting_batch(model, shape: tuple[int, ...], device: torch.device,
                        free_bytes=free, cap=cap)
 
 
-def resolve_batch(spec, model, x: torch.Tensor, device: torch.device):
+def resolve_batch(spec, model, x: torch.Tensor, device: torch.device,
+                  limit: int | None = None):
     """(spec with its batch_size set, BatchChoice): the spec's own, or the fitting one."""
     if spec.batch_size is not None:
         return spec, BatchChoice(value=spec.batch_size, chosen="spec")
-    choice = fitting_batch(model, tuple(x.shape[1:]), device)
+    choice = fitting_batch(model, tuple(x.shape[1:]), device, limit=limit)
     return spec.model_copy(update={"batch_size": choice.value}), choice

@@ -24,8 +24,6 @@ class GatewaySettings(Settings):
     max_job_passes: int = Field(default=10**10, description="refuse jobs needing more example "
                                 "forward+backward passes than this (n × steps × restarts × ε "
                                 "for audits, n × epochs × steps for trainings)")
-    max_batch_size: int = Field(default=4096, description="largest batch a job may ask for: "
-                                "bounds a worker's memory per job")
     callback_hosts: str | None = Field(default=None, description="comma-separated hosts that "
                                        "callbacks may call, internal ones included; "
                                        "unset: public addresses only")

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     data_root: Path = Field(default_factory=paths.data_root,
                             description="where data sets are found")
 
+    max_batch_size: int = Field(default=4096, gt=0, description="largest batch a job may ask "
+                                "for, and the largest an audit without one is given: bounds "
+                                "a worker's memory per job")
     log_format: Literal["json", "text"] = Field(default="json", description="gateway and "
                                                 "worker logs: JSON lines with the request and "
                                                 "job ids, or text")

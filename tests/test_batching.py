@@ -36,6 +36,9 @@ def test_the_batch_halves_until_it_fits():
     assert choice.value == 16  # 16 × 952 × 3 ≤ 50,000 < 32 × 952 × 3
     assert choice.value * each * FACTOR <= 100_000 * HEADROOM < 2 * choice.value * each * FACTOR
     assert fitting_batch(model, (1, 8, 8), CPU, free=0).value == 1
+    # A service's largest batch (ROBUSTNESS_MAX_BATCH_SIZE) bounds it too, to a power of two.
+    assert fitting_batch(model, (1, 8, 8), CPU, free=10**12, limit=100).value == 64
+    assert fitting_batch(model, (1, 8, 8), CPU, free=10**12, limit=128).value == 128
     assert choice.provenance() == {"value": 16, "chosen": "free memory",
                                    "per_example_bytes": each, "free_bytes": 100_000,
                                    "cap": CAPS["cpu"]}

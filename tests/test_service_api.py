@@ -682,6 +682,17 @@ def test_batch_size_and_callback_host_limits(tmp_path, weights):
         r = client.post("/v1/schedules", json={**hook,
                                                "callback_url": "https://hooks.example.com/a"})
         assert r.status_code == 201
+        # The workers' copy of the limit bounds the batch an audit without one is given.
+        from workers.context import WorkerContext
+        from workers.running import run_job
+
+        job_id = client.post("/v1/audits", json={"model_id": model_id, **AUDIT}).json()["id"]
+        ctx = WorkerContext(WorkerSettings(home=tmp_path, device="cpu", max_batch_size=12))
+        assert run_job(ctx, job_id) == "succeeded"
+        report = client.get(f"/v1/audits/{job_id}/report").json()
+        assert report["spec"]["batch_size"] == 8  # the largest power of two within 12
+        assert report["provenance"]["batch_size"]["chosen"] == "free memory"
+        assert report["provenance"]["batch_size"]["cap"] == 8
 
 
 def test_a_certification_job_from_submission_to_report(client, weights, settings):

@@ -96,7 +96,8 @@ def run_audit_job(ctx: WorkerContext, job: JobRecord, beat) -> dict:
         result.report["provenance"]["memory"] = memory.figures()
     else:
         result = audit(model, data, spec, device=device, progress=beat.progress,
-                       collect_adversarial=True, model_extra=extra)
+                       collect_adversarial=True, model_extra=extra,
+                       batch_limit=ctx.settings.max_batch_size)
     report = result.report
     report_sha = ctx.store.put_bytes(json.dumps(report).encode())
     adversarial_sha = ctx.store.put_bytes(save(adversarial_tensors(result, report)))

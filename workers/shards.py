@@ -109,7 +109,7 @@ def coordinate(ctx, job, spec, model, data, device, beat, model_info: dict):
     check_against_data(spec, data.x)
     n = len(data.x)
     started = time.perf_counter()
-    spec, batch = resolve_batch(spec, model, data.x, device)
+    spec, batch = resolve_batch(spec, model, data.x, device, settings.max_batch_size)
     planned = store_shards.plan(ctx.db, job.id, shard_ranges(n, spec.batch_size,
                                                               shard_count(settings, n)),
                                 spec.batch_size)

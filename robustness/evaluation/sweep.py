@@ -90,17 +90,19 @@ def _stage_as_recorded(stage, prev_stage, rec, clean, y):
 
 def run_sweep(model, data, spec: AuditSpec, *, device=None, progress: Progress | None = None,
               collect_adversarial: bool = False, model_info: dict | None = None,
-              layout: torch.memory_format | None = None) -> AuditResult:
+              layout: torch.memory_format | None = None,
+              batch_limit: int | None = None) -> AuditResult:
     """Audit `model` (inputs in [0,1], logits out) on `data` (x, y, indices, description).
     The provenance's `memory` holds the audit's peak memory (robustness.memory), its
     `batch_size` how the batch was chosen (robustness.batching: the spec's, or the largest
-    that fits when the spec leaves it unset). `layout`: the memory format of the model
-    (converted in place) and batches (`fast_layout`: channels-last on CUDA)."""
+    that fits when the spec leaves it unset, and no more than `batch_limit`). `layout`: the
+    memory format of the model (converted in place) and batches (`fast_layout`:
+    channels-last on CUDA)."""
     check_against_data(spec, data.x)
     device = pick_device(device) if not isinstance(device, torch.device) else device
     started = time.perf_counter()
     with PeakMemory(device) as memory:
-        spec, batch = resolve_batch(spec, model, data.x, device)
+        spec, batch = resolve_batch(spec, model, data.x, device, batch_limit)
         shard = sweep_shard(model, data, spec, 0, len(data.x), device=device,
                             progress=progress, collect_adversarial=collect_adversarial,
                             layout=layout)
