@@ -78,7 +78,8 @@ def per_example_bytes(model, shape: tuple[int, ...], device: torch.device) -> in
     buffers = [b.detach().clone() for b in model.buffers()]
     gpus = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=gpus):
+    # Gradients on, whatever the caller's context: the probe measures an attack's pass.
+    with torch.random.fork_rng(devices=gpus), torch.enable_grad():
         x = torch.rand((PROBE, *shape), device=device, requires_grad=True)
         fixed.add(x.untyped_storage().data_ptr())  # counted below, with its gradient
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -27,6 +27,8 @@ def test_per_example_bytes_is_what_the_backward_keeps():
     # weights are kept once, whatever the batch), plus the logits (10) and the input and
     # its gradient (2 × 64): 4 × (100 + 10 + 128) bytes.
     assert per_example_bytes(_mlp(), (1, 8, 8), CPU) == 4 * (100 + 10 + 128)
+    with torch.no_grad():  # a caller's context does not change what an attack needs
+        assert per_example_bytes(_mlp(), (1, 8, 8), CPU) == 4 * (100 + 10 + 128)
 
 
 def test_the_batch_halves_until_it_fits():
