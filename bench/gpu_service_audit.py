@@ -61,7 +61,7 @@ def main() -> None:
                     clean=report["clean"]["accuracy"],
                     accuracy={str(r["epsilon"]): r["accuracy"] for r in report["results"]},
                     checks={c["id"]: c["status"] for c in report["checks"]},
-                    provenance={k: prov.get(k) for k in ("device", "memory", "torch",
+                    provenance={k: prov.get(k) for k in ("device", "memory", "versions",
                                                          "attack_seconds", "checks_seconds",
                                                          "passes_per_example",
                                                          "batch_size")})
