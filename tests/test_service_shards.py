@@ -88,16 +88,7 @@ def test_one_audit_runs_on_two_workers_and_survives_losing_one(two_workers, unsh
         # Again, and one worker dies while it runs a shard: the audit still succeeds, with
         # the same report, its coordinator claiming the dead worker's shard after the lease.
         job_id = client.post("/v1/audits", json={"model_id": model_id, **AUDIT}).json()["id"]
-        deadline = time.monotonic() + 120
-        victim = None
-        while victim is None and time.monotonic() < deadline:
-            for name in ("worker-a", "worker-b"):
-                started = re.findall(rf"audit {job_id} shard (\d+): started",
-                                     svc.logs[name].read_text(errors="replace"))
-                if started:
-                    victim = name
-            time.sleep(0.05)
-        assert victim is not None, svc.tail()
+        victim = _worker_logging(svc, rf"audit {job_id} shard \d+: started", timeout=120)
         _killed_yet_the_same_audit(svc, client, victim, job_id, unsharded)
     # The database says what happened: the dead worker's shard ran twice, the others once.
     from store import shards
@@ -127,7 +118,7 @@ def test_a_coordinator_lost_while_it_merges_costs_no_shard(two_workers, unsharde
             for _ in range(3):
                 job_id = client.post("/v1/audits",
                                      json={"model_id": model_id, **AUDIT}).json()["id"]
-                coordinator = _coordinator(svc, job_id)
+                coordinator = _worker_logging(svc, rf"audit {job_id}: started \(attempt 1\)")
                 deadline = time.monotonic() + 120
                 while not _all_succeeded(shards.shards(db, job_id)):
                     assert time.monotonic() < deadline, svc.tail()
@@ -164,16 +155,16 @@ def _killed_yet_the_same_audit(svc, client, worker: str, job_id: str, unsharded)
     return report
 
 
-def _coordinator(svc, job_id: str) -> str:
-    """The worker whose log says it took the audit's job."""
-    deadline = time.monotonic() + 60
+def _worker_logging(svc, pattern: str, timeout: float = 60) -> str:
+    """The first worker whose log matches `pattern` (e.g. the one that took a job or started
+    a shard), waiting for it up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name in ("worker-a", "worker-b"):
-            if f"audit {job_id}: started (attempt 1)" in \
-                    svc.logs[name].read_text(errors="replace"):
+            if re.search(pattern, svc.logs[name].read_text(errors="replace")):
                 return name
         time.sleep(0.05)
-    raise AssertionError(f"no worker took audit {job_id}: {svc.tail()}")
+    raise AssertionError(f"no worker logged {pattern!r}: {svc.tail()}")
 
 
 def _all_succeeded(states) -> bool:
